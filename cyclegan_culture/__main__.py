@@ -1,0 +1,3 @@
+from cyclegan_culture.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Reading images and the unpaired A/B datasets."""

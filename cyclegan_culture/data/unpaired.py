@@ -1,0 +1,103 @@
+"""The unpaired dataset: images of domain A, each paired with a random image of domain B.
+
+Randomness is a pure function of (seed, epoch, position): the order of A comes from ``EpochSampler``, and each
+sample's B partner, crop and flip from its own RNG. A run resumed in the middle of an epoch therefore sees exactly
+the batches an uninterrupted run would, whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from cyclegan_culture.data.images import BadImage, list_images, load_rgb, pil_to_tensor
+from cyclegan_culture.data.transforms import Preprocess
+from cyclegan_culture.errors import UserError
+
+
+def image_folder(dataroot: str | Path, folder: str) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The images of DATAROOT/folder; raises UserError naming the folder when it is missing or empty."""
+    root = Path(dataroot)
+    if not root.is_dir():
+        raise UserError(f"--dataroot {root}: folder not found; it should hold trainA, trainB, testA, testB")
+    path = root / folder
+    if not path.is_dir():
+        raise UserError(f"{path}: folder not found; put the {folder[-1]} images of the '{folder[:-1]}' split there")
+    files, skipped = list_images(path)
+    if not files:
+        raise UserError(f"{path}: no images found (looked for .jpg, .png, .webp, ... files); add images to it")
+    return files, skipped
+
+
+class UnpairedDataset(Dataset):
+    """Items are (epoch, index) pairs from EpochSampler; returns {'A', 'B', 'A_paths', 'B_paths', 'skipped'}."""
+
+    def __init__(self, dataroot: str | Path, phase: str, preprocess: Preprocess, seed: int = 0,
+                 serial_batches: bool = False, max_dataset_size: int | None = None):
+        self.A_paths, skipped_A = image_folder(dataroot, phase + "A")
+        self.B_paths, skipped_B = image_folder(dataroot, phase + "B")
+        if max_dataset_size:
+            self.A_paths, self.B_paths = self.A_paths[:max_dataset_size], self.B_paths[:max_dataset_size]
+        self.listing_skipped = skipped_A + skipped_B
+        self.preprocess = preprocess
+        self.seed = seed
+        self.serial_batches = serial_batches
+
+    def __len__(self) -> int:
+        return max(len(self.A_paths), len(self.B_paths))
+
+    def __getitem__(self, item: tuple[int, int] | int) -> dict:
+        epoch, index = item if isinstance(item, tuple) else (0, item)
+        # A string seed is hashed with SHA-512 by random.Random: stable across processes and Python runs.
+        rng = random.Random(f"{self.seed}:{epoch}:{index}")
+        index_B = index % len(self.B_paths) if self.serial_batches else rng.randrange(len(self.B_paths))
+        skipped: list[str] = []
+        A_path, A = self._load(self.A_paths, index % len(self.A_paths), rng, skipped)
+        B_path, B = self._load(self.B_paths, index_B, rng, skipped)
+        return {"A": A, "B": B, "A_paths": str(A_path), "B_paths": str(B_path), "skipped": "\n".join(skipped)}
+
+    def _load(self, paths: list[Path], index: int, rng: random.Random, skipped: list[str]) -> tuple[Path, torch.Tensor]:
+        """Load paths[index]; an undecodable file is noted and the next file is used instead."""
+        for offset in range(len(paths)):
+            path = paths[(index + offset) % len(paths)]
+            try:
+                img = load_rgb(path)
+            except BadImage as exc:
+                skipped.append(f"{path}\t{exc}")
+                continue
+            return path, pil_to_tensor(self.preprocess(img, rng))
+        raise UserError(f"{paths[0].parent}: none of its {len(paths)} images can be decoded; replace them")
+
+
+class EpochSampler(Sampler):
+    """Yields (epoch, index): a fresh permutation each epoch from (seed, epoch), or in order for serial batches.
+
+    ``start`` skips the first positions of the epoch, for resuming in the middle of it.
+    """
+
+    def __init__(self, length: int, seed: int, shuffle: bool = True):
+        self.length = length
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def order(self, epoch: int) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.length))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(self.length, generator=g).tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in self.order(self.epoch)[self.start:]:
+            yield (self.epoch, index)
+
+    def __len__(self) -> int:
+        return self.length - self.start

@@ -1,0 +1,122 @@
+"""test.py: translate a dataset's test images both ways and write an HTML gallery.
+
+Unlike the reference, every image is translated (not the first 50) at its own size (no resize, no crop) by
+default; ``--test_preprocess as_train`` gives the reference's resize-and-crop behaviour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from cyclegan_culture import options as options_mod
+from cyclegan_culture.data.cultures import CULTURE_FILE, Culture, load_culture
+from cyclegan_culture.data.images import BadImage, load_rgb, pil_to_tensor, tensor_to_pil
+from cyclegan_culture.data.transforms import Preprocess
+from cyclegan_culture.data.unpaired import image_folder
+from cyclegan_culture.engine.trainer import select_device
+from cyclegan_culture.errors import UserError
+from cyclegan_culture.files import atomic_save_image, atomic_write_text, inside
+from cyclegan_culture.inference import load_generators, translate
+from cyclegan_culture.viz.html import Cell, Section, culture_block, options_table, write_page
+
+SHOWN_OPTIONS = ("name", "epoch", "netG", "ngf", "norm", "upsample", "direction", "dataroot", "phase",
+                 "test_preprocess")
+
+
+@dataclass
+class TestResult:
+    page: Path
+    translated: dict[str, int]   # per side ('A', 'B'): images translated
+    skipped: list[tuple[str, str]]
+
+
+def _output_stem(path: Path, folder: Path) -> str:
+    """A unique, flat file stem: sub/folder/x.jpg -> sub__folder__x."""
+    rel = path.relative_to(folder).with_suffix("")
+    return "__".join(rel.parts)
+
+
+def run_test(opt: argparse.Namespace) -> TestResult:
+    run_dir = inside(Path(opt.checkpoints_dir), opt.name)
+    options_mod.validate_run_name(opt.name)
+    options_mod.apply_run_options(opt, options_mod.load_run_options(run_dir))
+    options_mod.validate_model(opt)
+    if opt.num_test is not None and opt.num_test <= 0:
+        raise UserError(f"--num_test must be positive, got {opt.num_test}")
+    if not opt.dataroot:
+        raise UserError("--dataroot is required: the folder holding testA and testB")
+    device = select_device(opt.gpu_ids)
+    G_A, G_B = load_generators(opt, run_dir, opt.epoch, device)
+    culture = load_culture(run_dir) if (run_dir / CULTURE_FILE).is_file() else load_culture(opt.dataroot)
+
+    # direction BtoA: the model's A side was trained on the dataset's B folder.
+    a_folder, b_folder = (opt.phase + "A", opt.phase + "B") if opt.direction == "AtoB" else \
+        (opt.phase + "B", opt.phase + "A")
+    out_dir = inside(Path(opt.results_dir), opt.name, f"{opt.phase}_{opt.epoch}")
+    images_dir = out_dir / "images"
+    sides = [("A", "B", a_folder, G_A, G_B), ("B", "A", b_folder, G_B, G_A)]
+    sections: list[Section] = []
+    skipped: list[tuple[str, str]] = []
+    translated = {}
+    as_train = Preprocess(opt.preprocess, opt.load_size, opt.crop_size, flip=False)
+    for src, dst, folder_name, forward, backward in sides:
+        folder = Path(opt.dataroot) / folder_name
+        if not folder.is_dir():
+            tqdm.write(f"warning: {folder} not found; no {src} -> {dst} translations")
+            continue
+        files, listing_skipped = image_folder(opt.dataroot, folder_name)
+        skipped += [(str(p), r) for p, r in listing_skipped]
+        files = files[: opt.num_test] if opt.num_test else files
+        section = Section(f"{_domain_name(culture, src)} -> {_domain_name(culture, dst)}",
+                          columns=("input", "translation", "reconstruction"))
+        count = 0
+        for path in tqdm(files, desc=f"{src} -> {dst}", unit="img", mininterval=1.0, dynamic_ncols=True):
+            try:
+                img = load_rgb(path)
+            except BadImage as exc:
+                skipped.append((str(path), str(exc)))
+                tqdm.write(f"warning: skipped {path}: {exc}")
+                continue
+            if opt.test_preprocess == "as_train":
+                img = as_train(img, random.Random(f"{opt.seed}:test:{path.name}"))
+            real = pil_to_tensor(img).unsqueeze(0).to(device)
+            with torch.inference_mode():
+                fake = translate(forward, real)
+                rec = translate(backward, fake)
+            stem = _output_stem(path, folder)
+            row = []
+            for label, tensor, caption in ((f"real_{src}", real, path.name), (f"fake_{dst}", fake, f"fake_{dst}"),
+                                           (f"rec_{src}", rec, f"rec_{src}")):
+                file_name = f"{stem}_{label}.png"
+                atomic_save_image(tensor_to_pil(tensor), images_dir / file_name)
+                row.append(Cell(f"images/{file_name}", caption))
+            section.rows.append(row)
+            count += 1
+        translated[src] = count
+        sections.append(section)
+    if not any(translated.values()):
+        raise UserError(f"--dataroot {opt.dataroot}: no test images could be translated "
+                        f"(looked in {a_folder} and {b_folder})")
+
+    shown = {k: getattr(opt, k) for k in SHOWN_OPTIONS if hasattr(opt, k)}
+    page = write_page(out_dir / "index.html", f"{opt.name}: {culture.title()} (epoch {opt.epoch})", sections,
+                      intro=[culture_block(culture.to_dict()), options_table(shown)])
+    atomic_write_text(out_dir / "test_opt.json",
+                      json.dumps(options_mod.options_dict(opt), indent=2, ensure_ascii=False))
+    summary = ", ".join(f"{n} {k}->{'B' if k == 'A' else 'A'}" for k, n in translated.items())
+    tqdm.write(f"Translated {summary}" + (f"; skipped {len(skipped)} files" if skipped else "")
+               + f". Gallery: {page}")
+    return TestResult(page, translated, skipped)
+
+
+def _domain_name(culture: Culture, side: str) -> str:
+    if side == "A":
+        return culture.domain_A or "A"
+    return culture.title() if culture.name else (culture.domain_B or "B")

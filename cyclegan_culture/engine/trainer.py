@@ -1,0 +1,333 @@
+"""The training loop: epochs, schedules, logging, training visuals, checkpoints, and resuming.
+
+Resuming is exact: the training state holds networks, optimizers, schedulers, replay buffers, counters and RNG
+states, and the data order is a pure function of (seed, epoch, position). A CPU run stopped after any saved
+checkpoint and resumed with ``--continue_train`` ends with the same weights, bit for bit, as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from cyclegan_culture import options as options_mod
+from cyclegan_culture.data.cultures import CULTURE_FILE, load_culture
+from cyclegan_culture.data.images import tensor_to_pil
+from cyclegan_culture.data.transforms import Preprocess
+from cyclegan_culture.data.unpaired import EpochSampler, UnpairedDataset
+from cyclegan_culture.engine import checkpoint
+from cyclegan_culture.errors import UserError
+from cyclegan_culture.files import atomic_save_image, atomic_write_text, inside
+from cyclegan_culture.models.cycle_gan import LOSS_NAMES, VISUAL_NAMES, CycleGANModel
+from cyclegan_culture.viz.html import Cell, Section, culture_block, write_page
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    epoch: int            # the epoch the run would continue with
+    total_iters: int      # images seen
+    interrupted: bool
+    skipped_files: int
+
+
+def select_device(gpu_ids: list[int]) -> torch.device:
+    return torch.device(f"cuda:{gpu_ids[0]}") if gpu_ids else torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _crossed(before: int, after: int, freq: int) -> bool:
+    """True when a counter moving from ``before`` to ``after`` passes a multiple of ``freq``."""
+    return after // freq > before // freq
+
+
+class RunLog:
+    """loss_log.txt in the reference's line format, and log.jsonl with one JSON object per logged step."""
+
+    def __init__(self, run_dir: Path):
+        self.loss_log = run_dir / "loss_log.txt"
+        self.jsonl = run_dir / "log.jsonl"
+        with open(self.loss_log, "a", encoding="utf-8") as f:
+            f.write(f"================ Training Loss ({time.strftime('%c')}) ================\n")
+
+    def write(self, epoch: int, epoch_iter: int, total_iters: int, losses: dict[str, float],
+              lrs: dict[str, float], t_comp: float, t_data: float) -> None:
+        line = f"(epoch: {epoch}, iters: {epoch_iter}, time: {t_comp:.3f}, data: {t_data:.3f}) "
+        line += "".join(f"{k}: {v:.3f} " for k, v in losses.items())
+        record = {"epoch": epoch, "iters": epoch_iter, "total_iters": total_iters, **losses, **lrs,
+                  "sec_per_iter": round(t_comp, 6), "data_sec": round(t_data, 6), "time": time.time()}
+        with open(self.loss_log, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+        with open(self.jsonl, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class Trainer:
+    """Set up a run from options, then ``run()`` it. ``hooks`` are called after every iteration."""
+
+    def __init__(self, opt: argparse.Namespace, parser: argparse.ArgumentParser,
+                 hooks: list[Callable[["Trainer"], None]] | None = None):
+        options_mod.validate_train(opt)
+        self.opt = opt
+        self.run_dir = inside(Path(opt.checkpoints_dir), opt.name)
+        self.hooks = hooks or []
+        self._stop_requested = False
+        self.skipped: dict[str, str] = {}
+
+        state = None
+        if opt.continue_train:
+            options_mod.apply_run_options(opt, options_mod.load_run_options(self.run_dir))
+            options_mod.validate_model(opt)
+            state = checkpoint.load_training_state(self.run_dir)
+        elif (self.run_dir / checkpoint.STATE_FILE).exists():
+            raise UserError(f"{self.run_dir} already holds a run; resume it with --continue_train, or choose "
+                            "another --name (nothing was overwritten)")
+
+        self.dataset = UnpairedDataset(
+            opt.dataroot, opt.phase, Preprocess(opt.preprocess, opt.load_size, opt.crop_size, not opt.no_flip),
+            seed=opt.seed, serial_batches=opt.serial_batches, max_dataset_size=opt.max_dataset_size)
+        if opt.batch_size > 1 and opt.preprocess in ("none", "scale_width"):
+            raise UserError(f"--preprocess {opt.preprocess} gives images of different sizes, which cannot be "
+                            "batched; use --batch_size 1 or a cropping --preprocess")
+        for path, reason in self.dataset.listing_skipped:
+            self._note_skip(str(path), reason)
+
+        self.device = select_device(opt.gpu_ids)
+        seed_everything(opt.seed)
+        self.model = CycleGANModel(opt, self.device, is_train=True)
+        self.epoch = opt.epoch_count
+        self.batches_done = 0
+        self.total_iters = 0
+        if state is not None:
+            try:
+                self.model.load_state_dict(state["model"])
+            except (ValueError, KeyError) as exc:
+                raise UserError(f"{self.run_dir / checkpoint.STATE_FILE}: does not match the options "
+                                f"({str(exc)[:200]}); resume with the run's own model flags") from None
+            self.epoch, self.batches_done, self.total_iters = (state["epoch"], state["batches_done"],
+                                                               state["total_iters"])
+            checkpoint.restore_rng_states(state["rng"])
+        if opt.verbose:
+            for name, net in self.model.nets.items():
+                print(name, net, f"parameters: {sum(p.numel() for p in net.parameters()) / 1e6:.3f} M")
+
+        self.sampler = EpochSampler(len(self.dataset), opt.seed, shuffle=not opt.serial_batches)
+        workers = opt.num_threads
+        self.loader = DataLoader(self.dataset, batch_size=opt.batch_size, sampler=self.sampler,
+                                 num_workers=workers, persistent_workers=workers > 0,
+                                 pin_memory=self.device.type == "cuda",
+                                 # its own generator: creating an iterator must not consume the global torch
+                                 # RNG, or a resumed run would drift from an uninterrupted one
+                                 generator=torch.Generator().manual_seed(opt.seed))
+        self.batches_per_epoch = math.ceil(len(self.dataset) / opt.batch_size)
+        self.last_epoch = opt.n_epochs + opt.n_epochs_decay + opt.epoch_count - 1
+
+        self.culture = load_culture(opt.dataroot)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        options_mod.save_options(opt, parser, self.run_dir)
+        atomic_write_text(self.run_dir / CULTURE_FILE,
+                          json.dumps(self.culture.to_dict(), indent=2, ensure_ascii=False))
+        self.web_dir = self.run_dir / "web"
+        self.visual_epochs: list[int] = sorted(self._existing_visual_epochs(), reverse=True)
+
+    # --- control ----------------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Finish the current iteration, save the full state, and return from run()."""
+        self._stop_requested = True
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        tqdm.write("Stopping after this iteration and saving the training state (Ctrl-C again to abort)...")
+        self.request_stop()
+
+    # --- the loop ---------------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        opt = self.opt
+        previous_handler = None
+        try:
+            previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        except ValueError:  # not in the main thread: no Ctrl-C handling
+            pass
+        self.run_log = RunLog(self.run_dir)
+        remaining = self._remaining_batches()
+        tqdm.write(f"Training {opt.name}: {len(self.dataset.A_paths)} A and {len(self.dataset.B_paths)} B images, "
+                   f"epochs {self.epoch}..{self.last_epoch}, {remaining} iterations to go on {self.device}; "
+                   f"checkpoints in {self.run_dir}")
+        self._seconds_per_batch: list[float] = []
+        try:
+            while self.epoch <= self.last_epoch:
+                if self._run_epoch():
+                    return self._finish(interrupted=True)
+            return self._finish(interrupted=False)
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+
+    def _remaining_batches(self) -> int:
+        return (self.last_epoch - self.epoch + 1) * self.batches_per_epoch - self.batches_done
+
+    def _run_epoch(self) -> bool:
+        """One epoch (or the rest of one). Returns True when stopped early on request."""
+        opt, model = self.opt, self.model
+        self.sampler.set_epoch(self.epoch, start=self.batches_done * opt.batch_size)
+        model.train()
+        loss_G_sum, loss_G_count = 0.0, 0
+        epoch_start = time.time()
+        bar = tqdm(total=self.batches_per_epoch, initial=self.batches_done, mininterval=1.0, dynamic_ncols=True,
+                   desc=f"epoch {self.epoch}/{self.last_epoch}", unit="it")
+        t_data_start = time.time()
+        try:
+            for batch in self.loader:
+                t_data = time.time() - t_data_start
+                t0 = time.time()
+                for line in filter(None, "\n".join(batch["skipped"]).split("\n")):
+                    path, reason = line.split("\t", 1)
+                    self._note_skip(path, reason)
+                model.set_input(batch)
+                model.optimize_parameters()
+                losses = model.current_losses
+                self._check_finite(losses)
+                t_comp = (time.time() - t0) / opt.batch_size
+                self._seconds_per_batch.append(time.time() - t0 + t_data)
+
+                before = self.total_iters
+                self.batches_done += 1
+                self.total_iters += batch["A"].shape[0]
+                loss_G_sum += float(model.loss_G.detach())
+                loss_G_count += 1
+                epoch_iter = self.batches_done * opt.batch_size
+                if _crossed(before, self.total_iters, opt.print_freq):
+                    self.run_log.write(self.epoch, epoch_iter, self.total_iters, losses, model.learning_rates(),
+                                       t_comp, t_data)
+                if not opt.no_html and _crossed(before, self.total_iters, opt.display_freq):
+                    self._save_visuals(write_html=_crossed(before, self.total_iters, opt.update_html_freq)
+                                       or len(self.visual_epochs) <= 1)
+                if _crossed(before, self.total_iters, opt.save_latest_freq):
+                    self._save(f"saving the latest model (epoch {self.epoch}, total_iters {self.total_iters})")
+                bar.set_postfix_str(self._postfix(losses), refresh=False)
+                bar.update(1)
+                for hook in self.hooks:
+                    hook(self)
+                if self._stop_requested:
+                    self._save("stopped on request")
+                    return True
+                t_data_start = time.time()
+        finally:
+            bar.close()
+
+        # End of epoch: step the schedules, keep the weights, and save the state for the next epoch.
+        model.update_learning_rate(loss_G_sum / max(loss_G_count, 1))
+        if not opt.no_html:
+            self._save_visuals(write_html=True)
+        checkpoint.save_networks(model.nets, self.run_dir, "latest")
+        if self.epoch % opt.save_epoch_freq == 0 or self.epoch == self.last_epoch:
+            checkpoint.save_networks(model.nets, self.run_dir, self.epoch)
+        skipped_note = f", {len(self.skipped)} files skipped so far" if self.skipped else ""
+        tqdm.write(f"End of epoch {self.epoch}/{self.last_epoch}: {time.time() - epoch_start:.1f} s, "
+                   f"lr {model.learning_rates()['lr_G']:.7f}{skipped_note}")
+        self.epoch += 1
+        self.batches_done = 0
+        self._save_state()
+        return False
+
+    def _postfix(self, losses: dict[str, float]) -> str:
+        recent = self._seconds_per_batch[-50:]
+        eta = sum(recent) / len(recent) * self._remaining_batches()
+        shown = " ".join(f"{k}={losses[k]:.2f}" for k in ("D_A", "G_A", "cycle_A", "D_B", "G_B", "cycle_B"))
+        return f"{shown} | run ETA {_format_seconds(eta)}"
+
+    def _check_finite(self, losses: dict[str, float]) -> None:
+        for name in LOSS_NAMES:
+            value = losses.get(name, 0.0)
+            if not math.isfinite(value):
+                raise UserError(
+                    f"loss {name} became {value} at epoch {self.epoch}, iteration {self.total_iters + 1}; stopped "
+                    f"without saving, the last good checkpoint in {self.run_dir} is intact. Try a lower --lr, "
+                    "then resume with --continue_train")
+
+    def _note_skip(self, path: str, reason: str) -> None:
+        if path not in self.skipped:
+            self.skipped[path] = reason
+            tqdm.write(f"warning: skipped {path}: {reason}")
+
+    # --- saving -----------------------------------------------------------------------------------------------
+    def _save(self, why: str) -> None:
+        checkpoint.save_networks(self.model.nets, self.run_dir, "latest")
+        self._save_state()
+        tqdm.write(f"{why}: {self.run_dir}")
+
+    def _save_state(self) -> None:
+        checkpoint.save_training_state(self.run_dir, {
+            "epoch": self.epoch, "batches_done": self.batches_done, "total_iters": self.total_iters,
+            "model": self.model.state_dict(), "rng": checkpoint.capture_rng_states(),
+            "options": options_mod.options_dict(self.opt),
+        })
+
+    def _finish(self, interrupted: bool) -> TrainResult:
+        if interrupted:
+            tqdm.write(f"Stopped at epoch {self.epoch}, iteration {self.batches_done}. Resume with the same "
+                       "command plus --continue_train.")
+        else:
+            tqdm.write(f"Training done: {self.total_iters} images seen; weights in {self.run_dir}"
+                       + (f"; {len(self.skipped)} files skipped" if self.skipped else ""))
+        return TrainResult(self.run_dir, self.epoch, self.total_iters, interrupted, len(self.skipped))
+
+    # --- training visuals (web/index.html) --------------------------------------------------------------------
+    def _existing_visual_epochs(self) -> set[int]:
+        images = self.web_dir / "images"
+        if not images.is_dir():
+            return set()
+        return {int(p.name[5:8]) for p in images.glob("epoch[0-9][0-9][0-9]_real_A.png")}
+
+    def _save_visuals(self, write_html: bool) -> None:
+        visuals = self.model.current_visuals()
+        for label in VISUAL_NAMES:
+            if label in visuals:
+                atomic_save_image(tensor_to_pil(visuals[label][0]),
+                                  self.web_dir / "images" / f"epoch{self.epoch:03d}_{label}.png")
+        if self.epoch not in self.visual_epochs:
+            self.visual_epochs = sorted({*self.visual_epochs, self.epoch}, reverse=True)
+        if write_html:
+            self._write_web_page()
+
+    def _write_web_page(self) -> None:
+        labels = [label for label in VISUAL_NAMES if self.opt.lambda_identity > 0 or not label.startswith("idt")]
+        sections = []
+        for epoch in self.visual_epochs:  # newest first
+            cells = [Cell(f"images/epoch{epoch:03d}_{label}.png", label) for label in labels
+                     if (self.web_dir / "images" / f"epoch{epoch:03d}_{label}.png").exists()]
+            sections.append(Section(f"epoch [{epoch}]", rows=[cells]))
+        write_page(self.web_dir / "index.html", f"Experiment name = {self.opt.name}", sections,
+                   intro=[culture_block(self.culture.to_dict())], refresh_seconds=60)
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def train(opt: argparse.Namespace, parser: argparse.ArgumentParser) -> TrainResult:
+    return Trainer(opt, parser).run()

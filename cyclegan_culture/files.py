@@ -1,0 +1,64 @@
+"""Writing files so that a crash or a full disk never leaves half a file in place of a good one."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from cyclegan_culture.errors import UserError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``: readers and crashes see
+    either the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise UserError(f"{path}: disk full while saving; the previous file is intact. Free space and "
+                            "resume with --continue_train") from None
+        raise
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save, atomically."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text, atomically."""
+    _atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def atomic_save_image(img: Image.Image, path: Path) -> None:
+    """Save a PIL image (format from the extension), atomically."""
+    fmt = "JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    _atomic_write(path, lambda f: img.save(f, format=fmt))
+
+
+def inside(base: Path, *parts: str) -> Path:
+    """base/parts, refusing any path that would climb out of ``base`` (e.g. a name of '../../x')."""
+    base = Path(base).resolve()
+    target = base.joinpath(*parts).resolve()
+    if target != base and base not in target.parents:
+        raise UserError(f"{Path(*parts)}: would write outside {base}; use a plain name")
+    return target

@@ -1,0 +1,212 @@
+"""CycleGAN (Zhu et al., 2017): two generators, two PatchGAN discriminators, adversarial + cycle + identity losses.
+
+The small model contract of the reference: ``set_input`` a batch, ``optimize_parameters`` one step, read
+``current_losses`` and ``current_visuals``. The full training state (networks, optimizers, schedulers, replay
+buffers) comes out of ``state_dict`` and goes back through ``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import random
+from argparse import Namespace
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from cyclegan_culture.models import networks
+from cyclegan_culture.models.image_pool import ImagePool
+from cyclegan_culture.models.losses import GANLoss, gradient_penalty
+
+LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
+VISUAL_NAMES = ("real_A", "fake_B", "rec_A", "idt_B", "real_B", "fake_A", "rec_B", "idt_A")
+NET_NAMES = ("G_A", "G_B", "D_A", "D_B")
+
+
+def build_generators(opt: Namespace) -> tuple[nn.Module, nn.Module]:
+    """G_A: A -> B and G_B: B -> A, as the options describe them."""
+    def make(in_nc: int, out_nc: int) -> nn.Module:
+        return networks.define_G(in_nc, out_nc, opt.ngf, opt.netG, opt.norm, opt.use_dropout, opt.init_type,
+                                 opt.init_gain, opt.upsample)
+    return make(opt.input_nc, opt.output_nc), make(opt.output_nc, opt.input_nc)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, opt: Namespace) -> Any:
+    """linear: constant for n_epochs, then linear to zero over n_epochs_decay (stepped once per epoch)."""
+    if opt.lr_policy == "linear":
+        def rule(epoch: int) -> float:
+            return 1.0 - max(0, epoch + opt.epoch_count - opt.n_epochs) / float(opt.n_epochs_decay + 1)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=rule)
+    if opt.lr_policy == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=opt.lr_decay_iters, gamma=0.1)
+    if opt.lr_policy == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.2, threshold=0.01,
+                                                          patience=5)
+    if opt.lr_policy == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opt.n_epochs, eta_min=0)
+    raise ValueError(f"unknown lr_policy {opt.lr_policy!r}")
+
+
+def make_optimizer(params: Iterator[nn.Parameter], opt: Namespace) -> torch.optim.Optimizer:
+    params = list(params)
+    if opt.optimizer == "adam":
+        return torch.optim.Adam(params, lr=opt.lr, betas=(opt.beta1, 0.999), weight_decay=opt.weight_decay)
+    if opt.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=opt.lr, betas=(opt.beta1, 0.999), weight_decay=opt.weight_decay)
+    if opt.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.beta1, weight_decay=opt.weight_decay)
+    raise ValueError(f"unknown optimizer {opt.optimizer!r}")
+
+
+class CycleGANModel:
+    def __init__(self, opt: Namespace, device: torch.device, is_train: bool = True):
+        self.opt = opt
+        self.device = device
+        self.is_train = is_train
+        self.G_A, self.G_B = (net.to(device) for net in build_generators(opt))
+        self.nets: dict[str, nn.Module] = {"G_A": self.G_A, "G_B": self.G_B}
+        self.current_losses: dict[str, float] = {}
+        if not is_train:
+            for net in self.nets.values():
+                net.eval()
+            return
+        self.D_A = networks.define_D(opt.output_nc, opt.ndf, opt.netD, opt.n_layers_D, opt.norm, opt.init_type,
+                                     opt.init_gain).to(device)
+        self.D_B = networks.define_D(opt.input_nc, opt.ndf, opt.netD, opt.n_layers_D, opt.norm, opt.init_type,
+                                     opt.init_gain).to(device)
+        self.nets.update(D_A=self.D_A, D_B=self.D_B)
+        # One RNG for both replay buffers, so the training state can save and restore it.
+        self.pool_rng = random.Random(opt.seed)
+        self.fake_A_pool = ImagePool(opt.pool_size, self.pool_rng)
+        self.fake_B_pool = ImagePool(opt.pool_size, self.pool_rng)
+        self.criterionGAN = GANLoss(opt.gan_mode).to(device)
+        self.criterionCycle = nn.L1Loss()
+        self.criterionIdt = nn.L1Loss()
+        self.optimizer_G = make_optimizer(itertools.chain(self.G_A.parameters(), self.G_B.parameters()), opt)
+        self.optimizer_D = make_optimizer(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), opt)
+        self.optimizers = [self.optimizer_G, self.optimizer_D]
+        self.schedulers = [make_scheduler(o, opt) for o in self.optimizers]
+
+    # --- the model contract -------------------------------------------------------------------------------
+    def set_input(self, batch: dict[str, Any]) -> None:
+        a_to_b = self.opt.direction == "AtoB"
+        self.real_A = batch["A" if a_to_b else "B"].to(self.device, non_blocking=True)
+        self.real_B = batch["B" if a_to_b else "A"].to(self.device, non_blocking=True)
+        self.image_paths = batch["A_paths" if a_to_b else "B_paths"]
+
+    def forward(self) -> None:
+        self.fake_B = self.G_A(self.real_A)
+        self.rec_A = self.G_B(self.fake_B)
+        self.fake_A = self.G_B(self.real_B)
+        self.rec_B = self.G_A(self.fake_A)
+
+    def optimize_parameters(self) -> None:
+        """One training step: generators first (discriminators frozen), then both discriminators."""
+        with self._autocast():
+            self.forward()
+        self._set_requires_grad((self.D_A, self.D_B), False)
+        self.optimizer_G.zero_grad(set_to_none=True)
+        self._backward_G()
+        self.optimizer_G.step()
+        self._set_requires_grad((self.D_A, self.D_B), True)
+        self.optimizer_D.zero_grad(set_to_none=True)
+        self.loss_D_A = self._backward_D(self.D_A, self.real_B, self.fake_B_pool.query(self.fake_B))
+        self.loss_D_B = self._backward_D(self.D_B, self.real_A, self.fake_A_pool.query(self.fake_A))
+        self.optimizer_D.step()
+        self.current_losses = {name: float(getattr(self, "loss_" + name).detach()) for name in LOSS_NAMES}
+
+    # --- losses -----------------------------------------------------------------------------------------------
+    def _backward_G(self) -> None:
+        opt = self.opt
+        with self._autocast():
+            if opt.lambda_identity > 0:
+                self.idt_A = self.G_A(self.real_B)
+                self.idt_B = self.G_B(self.real_A)
+                self.loss_idt_A = self.criterionIdt(self.idt_A.float(), self.real_B) * opt.lambda_B * opt.lambda_identity
+                self.loss_idt_B = self.criterionIdt(self.idt_B.float(), self.real_A) * opt.lambda_A * opt.lambda_identity
+            else:
+                self.loss_idt_A = self.loss_idt_B = torch.zeros((), device=self.device)
+            self.loss_G_A = self.criterionGAN(self.D_A(self.fake_B), True, for_discriminator=False)
+            self.loss_G_B = self.criterionGAN(self.D_B(self.fake_A), True, for_discriminator=False)
+        self.loss_cycle_A = self.criterionCycle(self.rec_A.float(), self.real_A) * opt.lambda_A
+        self.loss_cycle_B = self.criterionCycle(self.rec_B.float(), self.real_B) * opt.lambda_B
+        self.loss_G = (self.loss_G_A + self.loss_G_B + self.loss_cycle_A + self.loss_cycle_B
+                       + self.loss_idt_A + self.loss_idt_B)
+        self.loss_G.backward()
+
+    def _backward_D(self, netD: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            loss_real = self.criterionGAN(netD(real), True)
+            loss_fake = self.criterionGAN(netD(fake.detach()), False)
+        loss = (loss_real + loss_fake) * 0.5
+        if self.opt.gan_mode == "wgangp":
+            loss = loss + self.opt.lambda_gp * gradient_penalty(netD, real, fake)
+        loss.backward()
+        return loss.detach()
+
+    # --- helpers ----------------------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if getattr(self.opt, "amp", False):
+            dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
+            return torch.autocast(self.device.type, dtype=dtype)
+        return contextlib.nullcontext()
+
+    @staticmethod
+    def _set_requires_grad(nets: tuple[nn.Module, ...], requires_grad: bool) -> None:
+        for net in nets:
+            for p in net.parameters():
+                p.requires_grad_(requires_grad)
+
+    def current_visuals(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name).detach() for name in VISUAL_NAMES if hasattr(self, name)}
+
+    def learning_rates(self) -> dict[str, float]:
+        return {"lr_G": self.optimizer_G.param_groups[0]["lr"], "lr_D": self.optimizer_D.param_groups[0]["lr"]}
+
+    def update_learning_rate(self, metric: float | None = None) -> None:
+        for scheduler in self.schedulers:
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(metric if metric is not None else 0.0)
+            else:
+                scheduler.step()
+
+    def train(self) -> None:
+        for net in self.nets.values():
+            net.train()
+
+    def eval(self) -> None:
+        for net in self.nets.values():
+            net.eval()
+
+    # --- full training state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "nets": {name: net.state_dict() for name, net in self.nets.items()},
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "pools": {"fake_A": self.fake_A_pool.state_dict(), "fake_B": self.fake_B_pool.state_dict()},
+            "pool_rng": _python_rng_state(self.pool_rng),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, net in self.nets.items():
+            networks.load_network_state(net, state["nets"][name])
+        for o, s in zip(self.optimizers, state["optimizers"]):
+            o.load_state_dict(s)
+        for sch, s in zip(self.schedulers, state["schedulers"]):
+            sch.load_state_dict(s)
+        self.fake_A_pool.load_state_dict(state["pools"]["fake_A"], self.device)
+        self.fake_B_pool.load_state_dict(state["pools"]["fake_B"], self.device)
+        self.pool_rng.setstate(_python_rng_from_state(state["pool_rng"]))
+
+
+def _python_rng_state(rng: random.Random) -> list:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _python_rng_from_state(state: list) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)

@@ -1,0 +1,50 @@
+"""GAN objectives: lsgan (the CycleGAN default), vanilla, wgangp (with gradient penalty) and hinge."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+GAN_MODES = ("lsgan", "vanilla", "wgangp", "hinge")
+
+
+class GANLoss(nn.Module):
+    """The adversarial loss for one prediction map.
+
+    ``for_discriminator`` matters only for hinge, whose discriminator and generator objectives differ.
+    """
+
+    def __init__(self, gan_mode: str = "lsgan", real_label: float = 1.0, fake_label: float = 0.0):
+        super().__init__()
+        if gan_mode not in GAN_MODES:
+            raise ValueError(f"unknown gan_mode {gan_mode!r}")
+        self.gan_mode = gan_mode
+        self.register_buffer("real_label", torch.tensor(real_label))
+        self.register_buffer("fake_label", torch.tensor(fake_label))
+
+    def forward(self, prediction: torch.Tensor, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:
+        prediction = prediction.float()  # losses in fp32 even under autocast
+        if self.gan_mode in ("lsgan", "vanilla"):
+            target = (self.real_label if target_is_real else self.fake_label).expand_as(prediction)
+            if self.gan_mode == "lsgan":
+                return nn.functional.mse_loss(prediction, target)
+            return nn.functional.binary_cross_entropy_with_logits(prediction, target)
+        if self.gan_mode == "wgangp":
+            return -prediction.mean() if target_is_real else prediction.mean()
+        # hinge
+        if not for_discriminator:
+            return -prediction.mean()
+        if target_is_real:
+            return torch.relu(1.0 - prediction).mean()
+        return torch.relu(1.0 + prediction).mean()
+
+
+def gradient_penalty(netD: nn.Module, real: torch.Tensor, fake: torch.Tensor, constant: float = 1.0) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al., 2017): (||grad D(x_hat)||_2 - constant)^2 on random interpolates."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    interpolates = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    out = netD(interpolates)
+    grads = torch.autograd.grad(outputs=out, inputs=interpolates, grad_outputs=torch.ones_like(out),
+                                create_graph=True, retain_graph=True, only_inputs=True)[0]
+    grads = grads.reshape(real.shape[0], -1)
+    return ((grads.float().norm(2, dim=1) - constant) ** 2).mean()

@@ -1,0 +1,277 @@
+"""Every command-line flag, once.
+
+Flag names and defaults follow junyanz/pytorch-CycleGAN-and-pix2pix so its users feel at home. The resolved
+options of a run are saved beside its weights as ``opt.txt`` (the reference's format) and ``opt.json`` (read
+back by ``test.py`` and the Python API).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from cyclegan_culture.errors import UserError
+
+NETG_CHOICES = ("resnet_9blocks", "resnet_6blocks")
+NETD_CHOICES = ("basic", "n_layers", "pixel")
+NORM_CHOICES = ("instance", "batch", "none")
+PREPROCESS_CHOICES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+
+# Flags that describe the networks: test.py reads them from the run's opt.json unless given on its command line.
+MODEL_FLAGS = ("input_nc", "output_nc", "ngf", "ndf", "netG", "netD", "n_layers_D", "norm", "use_dropout",
+               "upsample", "init_type", "init_gain")
+
+# `--preset cpu`: a small configuration that shows a visible culture style after about 15 minutes on a 2-core
+# CPU. It trades resolution (128 px), capacity (ngf 32, 6 blocks) and training length for speed.
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": dict(load_size=143, crop_size=128, ngf=32, ndf=32, netG="resnet_6blocks", n_epochs=8,
+                n_epochs_decay=4, display_freq=100, print_freq=50, save_epoch_freq=4),
+}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises UserError (one line, no usage dump) instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("run")
+    g.add_argument("--dataroot", help="folder with trainA, trainB, testA, testB (e.g. datasets/photo2guohua)")
+    g.add_argument("--name", default=None, help="run name; checkpoints go to CHECKPOINTS_DIR/NAME "
+                   "(default: the dataroot's folder name)")
+    g.add_argument("--checkpoints_dir", default="./checkpoints", help="where runs are stored")
+    g.add_argument("--gpu_ids", default=None, help="e.g. 0 or 0,1; -1 for CPU (default: first GPU if any, else CPU)")
+    g.add_argument("--seed", type=int, default=0, help="random seed: same seed, same data and results on CPU")
+    g.add_argument("--num_threads", type=int, default=2, help="worker processes that decode images (0: main process)")
+    g.add_argument("--epoch", default="latest", help="which checkpoint to load: latest or an epoch number")
+    g.add_argument("--verbose", action="store_true", help="print the networks")
+
+    m = parser.add_argument_group("model")
+    m.add_argument("--model", default="cycle_gan", choices=["cycle_gan"], help="the model (CycleGAN)")
+    m.add_argument("--input_nc", type=int, default=3, help="channels of domain A images")
+    m.add_argument("--output_nc", type=int, default=3, help="channels of domain B images")
+    m.add_argument("--ngf", type=int, default=64, help="generator filters in the first conv layer")
+    m.add_argument("--ndf", type=int, default=64, help="discriminator filters in the first conv layer")
+    m.add_argument("--netG", default="resnet_9blocks", help="generator: " + " | ".join(NETG_CHOICES))
+    m.add_argument("--netD", default="basic", help="discriminator: " + " | ".join(NETD_CHOICES))
+    m.add_argument("--n_layers_D", type=int, default=3, help="layers of the n_layers discriminator")
+    m.add_argument("--norm", default="instance", help="normalisation: " + " | ".join(NORM_CHOICES))
+    m.add_argument("--use_dropout", action="store_true", help="dropout in the generator's residual blocks")
+    m.add_argument("--no_dropout", action="store_true", help="accepted for the reference's scripts; "
+                   "dropout is off unless --use_dropout")
+    m.add_argument("--upsample", default="transpose", choices=["transpose", "resize"],
+                   help="generator upsampling: transposed conv (reference) or resize+conv (no checkerboard)")
+    m.add_argument("--init_type", default="normal", choices=["normal", "xavier", "kaiming", "orthogonal"])
+    m.add_argument("--init_gain", type=float, default=0.02, help="scale for normal, xavier and orthogonal init")
+
+    d = parser.add_argument_group("data")
+    d.add_argument("--direction", default="AtoB", choices=["AtoB", "BtoA"])
+    d.add_argument("--max_dataset_size", type=int, default=None, help="use at most this many images per domain")
+    d.add_argument("--preprocess", default="resize_and_crop", help=" | ".join(PREPROCESS_CHOICES))
+    d.add_argument("--load_size", type=int, default=286, help="scale images to this size")
+    d.add_argument("--crop_size", type=int, default=256, help="then crop to this size")
+    d.add_argument("--no_flip", action="store_true", help="no random horizontal flips")
+    d.add_argument("--serial_batches", action="store_true", help="take images in order and pair A[i] with B[i]")
+    d.add_argument("--batch_size", type=int, default=1)
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="cyclegan-culture train", description="Train a CycleGAN on unpaired images.")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a ready configuration; explicit flags override it")
+    _add_common(p)
+    p.add_argument("--phase", default="train", help="the dataset split to train on (DATAROOT/PHASE{A,B})")
+
+    t = p.add_argument_group("training")
+    t.add_argument("--n_epochs", type=int, default=100, help="epochs at the starting learning rate")
+    t.add_argument("--n_epochs_decay", type=int, default=100, help="epochs to decay the learning rate to zero")
+    t.add_argument("--epoch_count", type=int, default=1, help="number of the first epoch")
+    t.add_argument("--continue_train", action="store_true", help="resume from the run's full training state")
+    t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
+    t.add_argument("--lr", type=float, default=0.0002, help="initial learning rate")
+    t.add_argument("--beta1", type=float, default=0.5, help="Adam's beta1 (SGD's momentum)")
+    t.add_argument("--weight_decay", type=float, default=0.0)
+    t.add_argument("--lr_policy", default="linear", choices=["linear", "step", "plateau", "cosine"])
+    t.add_argument("--lr_decay_iters", type=int, default=50, help="step policy: decay by 10x every this many epochs")
+    t.add_argument("--gan_mode", default="lsgan", choices=["lsgan", "vanilla", "wgangp", "hinge"])
+    t.add_argument("--lambda_gp", type=float, default=10.0, help="gradient penalty weight for wgangp")
+    t.add_argument("--lambda_A", type=float, default=10.0, help="weight of cycle loss A -> B -> A")
+    t.add_argument("--lambda_B", type=float, default=10.0, help="weight of cycle loss B -> A -> B")
+    t.add_argument("--lambda_identity", type=float, default=0.5,
+                   help="identity loss weight, relative to lambda_A/lambda_B (0 disables)")
+    t.add_argument("--pool_size", type=int, default=50, help="replay buffer of generated images (0 disables)")
+
+    o = p.add_argument_group("output")
+    o.add_argument("--print_freq", type=int, default=100, help="log losses every this many images")
+    o.add_argument("--display_freq", type=int, default=400, help="save training visuals every this many images")
+    o.add_argument("--update_html_freq", type=int, default=1000, help="rewrite web/index.html every this many images")
+    o.add_argument("--no_html", action="store_true", help="do not write web/index.html")
+    o.add_argument("--save_latest_freq", type=int, default=5000, help="save latest weights and full state "
+                   "every this many images")
+    o.add_argument("--save_epoch_freq", type=int, default=5, help="keep <epoch>_net_*.pth every this many epochs")
+    return p
+
+
+def build_test_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="cyclegan-culture test",
+                                description="Translate a dataset's test images and write an HTML gallery.")
+    _add_common(p)
+    p.add_argument("--phase", default="test", help="the dataset split to translate (DATAROOT/PHASE{A,B})")
+    p.add_argument("--results_dir", default="./results", help="where galleries are written")
+    p.add_argument("--num_test", type=int, default=None, help="translate at most this many images per domain "
+                   "(default: all)")
+    p.add_argument("--test_preprocess", default="keep_size", choices=["keep_size", "as_train"],
+                   help="keep_size: translate each image at its own size (default); as_train: resize/crop as in "
+                   "training, as the reference does")
+    return p
+
+
+def _explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations the user set on the command line (so presets and opt.json never override them)."""
+    explicit = set()
+    by_flag = {s: a.dest for a in parser._actions for s in a.option_strings}
+    for token in argv:
+        if token.startswith("--"):
+            dest = by_flag.get(token.split("=", 1)[0])
+            if dest:
+                explicit.add(dest)
+    return explicit
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse, apply the preset, fill defaults that depend on others, and validate. Raises UserError."""
+    opt = parser.parse_args(argv)
+    opt._explicit = _explicit_flags(parser, argv)
+    preset = getattr(opt, "preset", None)
+    if preset:
+        for key, value in PRESETS[preset].items():
+            if key not in opt._explicit:
+                setattr(opt, key, value)
+    if opt.name is None:
+        if not opt.dataroot:
+            raise UserError("--name or --dataroot is required")
+        opt.name = Path(opt.dataroot.rstrip("/\\")).name or "experiment"
+    opt.gpu_ids = parse_gpu_ids(opt.gpu_ids)
+    return opt
+
+
+def parse_gpu_ids(text: str | None) -> list[int]:
+    """'0,1' -> [0, 1]; '-1' -> [] (CPU); None -> the first GPU if one exists, else CPU."""
+    import torch
+
+    if text is None:
+        return [0] if torch.cuda.is_available() else []
+    try:
+        ids = [int(x) for x in str(text).split(",") if x.strip() != ""]
+    except ValueError:
+        raise UserError(f"--gpu_ids {text!r}: give comma-separated GPU numbers, or -1 for CPU") from None
+    ids = [i for i in ids if i >= 0]
+    if ids and not torch.cuda.is_available():
+        raise UserError(f"--gpu_ids {text}: no CUDA GPU is available here; use --gpu_ids -1 for CPU")
+    return ids
+
+
+def validate_model(opt: argparse.Namespace) -> None:
+    """Check the network flags; every message names the flag and the accepted values."""
+    if opt.netG not in NETG_CHOICES:
+        raise UserError(f"--netG {opt.netG!r} is unknown; choose one of: {', '.join(NETG_CHOICES)}")
+    if opt.netD not in NETD_CHOICES:
+        raise UserError(f"--netD {opt.netD!r} is unknown; choose one of: {', '.join(NETD_CHOICES)}")
+    if opt.norm not in NORM_CHOICES:
+        raise UserError(f"--norm {opt.norm!r} is unknown; choose one of: {', '.join(NORM_CHOICES)}")
+    for flag in ("ngf", "ndf", "n_layers_D", "input_nc", "output_nc"):
+        if getattr(opt, flag) <= 0:
+            raise UserError(f"--{flag} must be a positive number, got {getattr(opt, flag)}")
+
+
+def validate_data(opt: argparse.Namespace) -> None:
+    if opt.preprocess not in PREPROCESS_CHOICES:
+        raise UserError(f"--preprocess {opt.preprocess!r} is unknown; choose one of: {', '.join(PREPROCESS_CHOICES)}")
+    for flag in ("load_size", "crop_size", "batch_size"):
+        if getattr(opt, flag) <= 0:
+            raise UserError(f"--{flag} must be a positive number, got {getattr(opt, flag)}")
+    if opt.num_threads < 0:
+        raise UserError(f"--num_threads must be 0 or more, got {opt.num_threads}")
+    if opt.max_dataset_size is not None and opt.max_dataset_size <= 0:
+        raise UserError(f"--max_dataset_size must be a positive number, got {opt.max_dataset_size}")
+    if "crop" in opt.preprocess and opt.preprocess != "crop" and opt.crop_size > opt.load_size:
+        raise UserError(f"--crop_size {opt.crop_size} is larger than --load_size {opt.load_size} with "
+                        f"--preprocess {opt.preprocess}; make --load_size at least --crop_size")
+    validate_run_name(opt.name)
+
+
+def validate_train(opt: argparse.Namespace) -> None:
+    validate_model(opt)
+    validate_data(opt)
+    for flag in ("n_epochs", "n_epochs_decay", "pool_size", "print_freq", "display_freq", "update_html_freq",
+                 "save_latest_freq", "save_epoch_freq", "lr_decay_iters"):
+        value = getattr(opt, flag)
+        if value < 0 or (value == 0 and flag not in ("n_epochs_decay", "pool_size")):
+            raise UserError(f"--{flag} must be {'0 or more' if flag in ('n_epochs_decay', 'pool_size') else 'positive'}"
+                            f", got {value}")
+    if opt.n_epochs + opt.n_epochs_decay < 1:
+        raise UserError("--n_epochs plus --n_epochs_decay must be at least 1")
+    if opt.lr <= 0:
+        raise UserError(f"--lr must be positive, got {opt.lr}")
+    if opt.lambda_A < 0 or opt.lambda_B < 0 or opt.lambda_identity < 0:
+        raise UserError("--lambda_A, --lambda_B and --lambda_identity must be 0 or more")
+    if opt.lambda_identity > 0 and opt.input_nc != opt.output_nc:
+        raise UserError("--lambda_identity needs --input_nc equal to --output_nc; set --lambda_identity 0")
+
+
+def validate_run_name(name: str) -> None:
+    """A run name is one folder name: it may not climb out of --checkpoints_dir or --results_dir."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+        raise UserError(f"--name {name!r} must be a plain folder name (no '/', '\\', or leading '.')")
+
+
+def options_dict(opt: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in sorted(vars(opt).items()) if not k.startswith("_")}
+
+
+def format_options(opt: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """The reference's opt.txt layout, marking values that differ from the default."""
+    lines = ["----------------- Options ---------------"]
+    for key, value in options_dict(opt).items():
+        default = parser.get_default(key)
+        note = f"\t[default: {default}]" if value != default and default is not None else ""
+        lines.append(f"{key:>25}: {str(value):<30}{note}")
+    lines.append("----------------- End -------------------")
+    return "\n".join(lines) + "\n"
+
+
+def save_options(opt: argparse.Namespace, parser: argparse.ArgumentParser, run_dir: Path,
+                 prefix: str = "") -> None:
+    from cyclegan_culture.files import atomic_write_text
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / f"{prefix}opt.txt", format_options(opt, parser))
+    atomic_write_text(run_dir / f"{prefix}opt.json", json.dumps(options_dict(opt), indent=2, ensure_ascii=False))
+
+
+def load_run_options(run_dir: Path) -> dict[str, Any] | None:
+    """The options a run was trained with, or None for a run without opt.json (e.g. trained by the reference)."""
+    path = Path(run_dir) / "opt.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read the run's options ({exc}); fix or delete the file") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object of options; fix or delete the file")
+    return data
+
+
+def apply_run_options(opt: argparse.Namespace, saved: dict[str, Any] | None) -> None:
+    """Take the architecture from the run's opt.json unless the flag was given on the command line."""
+    if not saved:
+        return
+    for key in MODEL_FLAGS:
+        if key in saved and key not in opt._explicit:
+            setattr(opt, key, saved[key])
+    if "no_dropout" in opt._explicit:
+        opt.use_dropout = False

@@ -1,0 +1,27 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="cyclegan-culture",
+    version="0.1.0",
+    description="Translate photos into the art of different cultures (and back) with CycleGAN, "
+                "and measure how those cultures differ.",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["cyclegan_culture", "cyclegan_culture.*"]),
+    install_requires=[
+        "torch>=2.2",
+        "torchvision>=0.17",
+        "numpy>=1.23",
+        "pillow>=9.1",
+        "dominate>=2.8",
+        "scikit-image>=0.21",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+    },
+    entry_points={"console_scripts": ["cyclegan-culture=cyclegan_culture.cli:main"]},
+)

@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny synthetic datasets and tiny-network options, so the suite stays fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+# Flags for a network small enough to train for a few iterations in well under a second.
+TINY = ["--load_size", "36", "--crop_size", "32", "--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks",
+        "--num_threads", "0", "--gpu_ids", "-1"]
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or skip the test: users and plain clones do not have it."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is not present (it exists only on the developers' machines)")
+    return path
+
+
+def write_image(path: Path, size: tuple[int, int], seed: int, mode: str = "RGB") -> Path:
+    rng = np.random.default_rng(seed)
+    w, h = size
+    arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).convert(mode).save(path)
+    return path
+
+
+def make_dataset(root: Path, n_a: int = 4, n_b: int = 3, size: tuple[int, int] = (40, 36),
+                 test_sizes: tuple[tuple[int, int], ...] = ((40, 36), (31, 45))) -> Path:
+    for i in range(n_a):
+        write_image(root / "trainA" / f"a{i}.png", size, seed=i)
+    for i in range(n_b):
+        write_image(root / "trainB" / f"b{i}.jpg", size, seed=100 + i)
+    for i, s in enumerate(test_sizes):
+        write_image(root / "testA" / f"ta{i}.png", s, seed=200 + i)
+        write_image(root / "testB" / f"tb{i}.png", s, seed=300 + i)
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    return make_dataset(tmp_path / "data")
