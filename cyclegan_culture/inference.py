@@ -12,6 +12,7 @@ from torch import nn
 from cyclegan_culture.engine import checkpoint
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.models import networks
+from cyclegan_culture.models.acceleration import amp_dtype, memory_format
 from cyclegan_culture.models.cycle_gan import build_generators
 
 SIZE_MULTIPLE = 4  # two stride-2 downsamplings: sizes divisible by 4 come back unchanged
@@ -36,16 +37,18 @@ def load_generators(opt: argparse.Namespace, run_dir: Path, epoch: str, device: 
         except ValueError as exc:
             raise UserError(f"{path}: does not fit --netG {opt.netG} --ngf {opt.ngf} --norm {opt.norm} "
                             f"({str(exc)[:200]}); pass the flags the model was trained with") from None
-        net.to(device).eval()
+        layout = memory_format(getattr(opt, "channels_last", "off"), device, getattr(opt, "amp", False), opt.norm)
+        net.to(device, memory_format=layout).eval()
     return G_A, G_B
 
 
-def translate(net: nn.Module, image: torch.Tensor) -> torch.Tensor:
+def translate(net: nn.Module, image: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Run ``net`` on a (N, C, H, W) batch of any H and W; the output has the input's exact size.
 
     The input is padded (reflection where the image is large enough, else replication) to a multiple of 4 (at
     least 8),
-    translated, and cropped back: no resizing, no cropping of content.
+    translated, and cropped back: no resizing, no cropping of content. ``dtype`` (bf16 or fp16) runs it under
+    autocast; the result is always fp32.
     """
     h, w = image.shape[-2:]
     pad_h = max(MIN_SIZE, h + (-h) % SIZE_MULTIPLE) - h
@@ -53,5 +56,13 @@ def translate(net: nn.Module, image: torch.Tensor) -> torch.Tensor:
     if pad_h or pad_w:
         mode = "reflect" if h > pad_h and w > pad_w else "replicate"
         image = F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
-    out = net(image)
-    return out[..., :h, :w]
+    image = image.contiguous(memory_format=_memory_format_of(net))
+    with torch.autocast(image.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        out = net(image)
+    return out[..., :h, :w].float()
+
+
+def _memory_format_of(net: nn.Module) -> torch.memory_format:
+    weight = next(p for p in net.parameters() if p.dim() == 4)
+    return torch.channels_last if weight.is_contiguous(memory_format=torch.channels_last) and \
+        not weight.is_contiguous() else torch.contiguous_format

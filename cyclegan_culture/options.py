@@ -32,7 +32,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that raises UserError (one line, no usage dump) instead of exiting."""
+    """argparse that raises UserError (one line, no usage dump) instead of exiting, and takes no abbreviated
+    flags (so the flags a user typed are known exactly: presets and opt.json never override them)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UserError(f"{message} (see {self.prog} --help)")
@@ -49,6 +54,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num_threads", type=int, default=2, help="worker processes that decode images (0: main process)")
     g.add_argument("--epoch", default="latest", help="which checkpoint to load: latest or an epoch number")
     g.add_argument("--verbose", action="store_true", help="print the networks")
+
+    s = parser.add_argument_group("speed")
+    s.add_argument("--amp", action="store_true", help="mixed precision: bf16 autocast on CPU, fp16 with loss "
+                   "scaling on CUDA (faster; changes numerics slightly)")
+    s.add_argument("--channels_last", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
+                   help="NHWC memory layout; auto: on only with --amp on CUDA (on CPU it measured slower)")
+    s.add_argument("--compile", action="store_true", help="torch.compile the networks (slow start, faster steps; "
+                   "falls back to eager with a warning where it cannot compile)")
 
     m = parser.add_argument_group("model")
     m.add_argument("--model", default="cycle_gan", choices=["cycle_gan"], help="the model (CycleGAN)")

@@ -48,7 +48,7 @@ def network_path(run_dir: Path, epoch: str | int, net_name: str) -> Path:
 def save_networks(nets: dict[str, torch.nn.Module], run_dir: Path, epoch: str | int) -> None:
     """``<epoch>_net_<name>.pth`` holding plain CPU state dicts, the reference's format."""
     for name, net in nets.items():
-        state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
         atomic_save(state, network_path(run_dir, epoch, name))
 
 

@@ -24,6 +24,7 @@ from cyclegan_culture.engine.trainer import select_device
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_save_image, atomic_write_text, inside
 from cyclegan_culture.inference import load_generators, translate
+from cyclegan_culture.models.acceleration import amp_dtype
 from cyclegan_culture.viz.html import Cell, Section, culture_block, options_table, write_page
 
 SHOWN_OPTIONS = ("name", "epoch", "netG", "ngf", "norm", "upsample", "direction", "dataroot", "phase",
@@ -54,6 +55,7 @@ def run_test(opt: argparse.Namespace) -> TestResult:
         raise UserError("--dataroot is required: the folder holding testA and testB")
     device = select_device(opt.gpu_ids)
     G_A, G_B = load_generators(opt, run_dir, opt.epoch, device)
+    dtype = amp_dtype(device, opt.amp)
     culture = load_culture(run_dir) if (run_dir / CULTURE_FILE).is_file() else load_culture(opt.dataroot)
 
     # direction BtoA: the model's A side was trained on the dataset's B folder.
@@ -88,8 +90,8 @@ def run_test(opt: argparse.Namespace) -> TestResult:
                 img = as_train(img, random.Random(f"{opt.seed}:test:{path.name}"))
             real = pil_to_tensor(img).unsqueeze(0).to(device)
             with torch.inference_mode():
-                fake = translate(forward, real)
-                rec = translate(backward, fake)
+                fake = translate(forward, real, dtype)
+                rec = translate(backward, fake, dtype)
             stem = _output_stem(path, folder)
             row = []
             for label, tensor, caption in ((f"real_{src}", real, path.name), (f"fake_{dst}", fake, f"fake_{dst}"),

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from cyclegan_culture.models import networks
+from cyclegan_culture.models.acceleration import amp_dtype, compile_nets, memory_format
 from cyclegan_culture.models.image_pool import ImagePool
 from cyclegan_culture.models.losses import GANLoss, gradient_penalty
 
@@ -50,13 +51,15 @@ def make_scheduler(optimizer: torch.optim.Optimizer, opt: Namespace) -> Any:
 
 
 def make_optimizer(params: Iterator[nn.Parameter], opt: Namespace) -> torch.optim.Optimizer:
+    """Adam (the reference's), AdamW or SGD, with multi-tensor (foreach) kernels instead of a Python loop per
+    tensor. Not fused=True: on CPU (torch 2.14) the fused kernels corrupt updates when a gradient's memory layout
+    differs from its parameter's, as happens with channels_last (tests/test_speed_flags.py)."""
     params = list(params)
-    if opt.optimizer == "adam":
-        return torch.optim.Adam(params, lr=opt.lr, betas=(opt.beta1, 0.999), weight_decay=opt.weight_decay)
-    if opt.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=opt.lr, betas=(opt.beta1, 0.999), weight_decay=opt.weight_decay)
+    if opt.optimizer in ("adam", "adamw"):
+        cls = torch.optim.Adam if opt.optimizer == "adam" else torch.optim.AdamW
+        return cls(params, lr=opt.lr, betas=(opt.beta1, 0.999), weight_decay=opt.weight_decay, foreach=True)
     if opt.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.beta1, weight_decay=opt.weight_decay)
+        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.beta1, weight_decay=opt.weight_decay, foreach=True)
     raise ValueError(f"unknown optimizer {opt.optimizer!r}")
 
 
@@ -65,7 +68,10 @@ class CycleGANModel:
         self.opt = opt
         self.device = device
         self.is_train = is_train
-        self.G_A, self.G_B = (net.to(device) for net in build_generators(opt))
+        amp = getattr(opt, "amp", False)
+        self.amp_dtype = amp_dtype(device, amp)
+        self.memory_format = memory_format(getattr(opt, "channels_last", "off"), device, amp, opt.norm)
+        self.G_A, self.G_B = (net.to(device, memory_format=self.memory_format) for net in build_generators(opt))
         self.nets: dict[str, nn.Module] = {"G_A": self.G_A, "G_B": self.G_B}
         self.current_losses: dict[str, float] = {}
         if not is_train:
@@ -73,10 +79,13 @@ class CycleGANModel:
                 net.eval()
             return
         self.D_A = networks.define_D(opt.output_nc, opt.ndf, opt.netD, opt.n_layers_D, opt.norm, opt.init_type,
-                                     opt.init_gain).to(device)
+                                     opt.init_gain).to(device, memory_format=self.memory_format)
         self.D_B = networks.define_D(opt.input_nc, opt.ndf, opt.netD, opt.n_layers_D, opt.norm, opt.init_type,
-                                     opt.init_gain).to(device)
+                                     opt.init_gain).to(device, memory_format=self.memory_format)
         self.nets.update(D_A=self.D_A, D_B=self.D_B)
+        # What the step calls: the networks themselves, or their compiled versions (state dicts stay plain).
+        self.run = compile_nets(self.nets) if getattr(opt, "compile", False) else dict(self.nets)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         # One RNG for both replay buffers, so the training state can save and restore it.
         self.pool_rng = random.Random(opt.seed)
         self.fake_A_pool = ImagePool(opt.pool_size, self.pool_rng)
@@ -92,65 +101,92 @@ class CycleGANModel:
     # --- the model contract -------------------------------------------------------------------------------
     def set_input(self, batch: dict[str, Any]) -> None:
         a_to_b = self.opt.direction == "AtoB"
-        self.real_A = batch["A" if a_to_b else "B"].to(self.device, non_blocking=True)
-        self.real_B = batch["B" if a_to_b else "A"].to(self.device, non_blocking=True)
+        self.real_A = batch["A" if a_to_b else "B"].to(self.device, non_blocking=True,
+                                                       memory_format=self.memory_format)
+        self.real_B = batch["B" if a_to_b else "A"].to(self.device, non_blocking=True,
+                                                       memory_format=self.memory_format)
         self.image_paths = batch["A_paths" if a_to_b else "B_paths"]
 
     def forward(self) -> None:
-        self.fake_B = self.G_A(self.real_A)
-        self.rec_A = self.G_B(self.fake_B)
-        self.fake_A = self.G_B(self.real_B)
-        self.rec_B = self.G_A(self.fake_A)
+        """Translations and reconstructions, plus the identity images when the identity loss is on.
+
+        With per-sample normalisation (instance or none), each generator's two inputs of the first pass run as
+        one batch of two: the same arithmetic as two calls, done faster. Batch norm keeps separate calls, since
+        batching would change its statistics.
+        """
+        G_A, G_B = self.run["G_A"], self.run["G_B"]
+        identity = self.is_train and self.opt.lambda_identity > 0
+        if identity and self.opt.norm != "batch":
+            n = self.real_A.shape[0]
+            self.fake_B, self.idt_A = G_A(torch.cat([self.real_A, self.real_B])).split([n, self.real_B.shape[0]])
+            self.fake_A, self.idt_B = G_B(torch.cat([self.real_B, self.real_A])).split([self.real_B.shape[0], n])
+        else:
+            self.fake_B = G_A(self.real_A)
+            self.fake_A = G_B(self.real_B)
+            if identity:
+                self.idt_A = G_A(self.real_B)
+                self.idt_B = G_B(self.real_A)
+        self.rec_A = G_B(self.fake_B)
+        self.rec_B = G_A(self.fake_A)
 
     def optimize_parameters(self) -> None:
-        """One training step: generators first (discriminators frozen), then both discriminators."""
+        """One training step: generators first (discriminators frozen), then both discriminators.
+
+        Each half runs in one autocast region, so each weight is cast to low precision once per half.
+        """
+        D_nets = (self.D_A, self.D_B)
+        self._set_requires_grad(D_nets, False)
         with self._autocast():
             self.forward()
-        self._set_requires_grad((self.D_A, self.D_B), False)
+            self.loss_G = self._generator_loss()
         self.optimizer_G.zero_grad(set_to_none=True)
-        self._backward_G()
-        self.optimizer_G.step()
-        self._set_requires_grad((self.D_A, self.D_B), True)
+        self.scaler.scale(self.loss_G).backward()
+        self.scaler.step(self.optimizer_G)
+
+        self._set_requires_grad(D_nets, True)
+        with self._autocast():
+            self.loss_D_A = self._discriminator_loss("D_A", self.real_B, self.fake_B_pool.query(self.fake_B))
+            self.loss_D_B = self._discriminator_loss("D_B", self.real_A, self.fake_A_pool.query(self.fake_A))
         self.optimizer_D.zero_grad(set_to_none=True)
-        self.loss_D_A = self._backward_D(self.D_A, self.real_B, self.fake_B_pool.query(self.fake_B))
-        self.loss_D_B = self._backward_D(self.D_B, self.real_A, self.fake_A_pool.query(self.fake_A))
-        self.optimizer_D.step()
+        self.scaler.scale(self.loss_D_A + self.loss_D_B).backward()
+        self.scaler.step(self.optimizer_D)
+        self.scaler.update()
         self.current_losses = {name: float(getattr(self, "loss_" + name).detach()) for name in LOSS_NAMES}
 
-    # --- losses -----------------------------------------------------------------------------------------------
-    def _backward_G(self) -> None:
-        opt = self.opt
-        with self._autocast():
-            if opt.lambda_identity > 0:
-                self.idt_A = self.G_A(self.real_B)
-                self.idt_B = self.G_B(self.real_A)
-                self.loss_idt_A = self.criterionIdt(self.idt_A.float(), self.real_B) * opt.lambda_B * opt.lambda_identity
-                self.loss_idt_B = self.criterionIdt(self.idt_B.float(), self.real_A) * opt.lambda_A * opt.lambda_identity
-            else:
-                self.loss_idt_A = self.loss_idt_B = torch.zeros((), device=self.device)
-            self.loss_G_A = self.criterionGAN(self.D_A(self.fake_B), True, for_discriminator=False)
-            self.loss_G_B = self.criterionGAN(self.D_B(self.fake_A), True, for_discriminator=False)
+    # --- losses (computed in fp32 from possibly low-precision outputs) -----------------------------------------
+    def _generator_loss(self) -> torch.Tensor:
+        opt, run = self.opt, self.run
+        if opt.lambda_identity > 0:
+            self.loss_idt_A = self.criterionIdt(self.idt_A.float(), self.real_B) * opt.lambda_B * opt.lambda_identity
+            self.loss_idt_B = self.criterionIdt(self.idt_B.float(), self.real_A) * opt.lambda_A * opt.lambda_identity
+        else:
+            self.loss_idt_A = self.loss_idt_B = torch.zeros((), device=self.device)
+        self.loss_G_A = self.criterionGAN(run["D_A"](self.fake_B), True, for_discriminator=False)
+        self.loss_G_B = self.criterionGAN(run["D_B"](self.fake_A), True, for_discriminator=False)
         self.loss_cycle_A = self.criterionCycle(self.rec_A.float(), self.real_A) * opt.lambda_A
         self.loss_cycle_B = self.criterionCycle(self.rec_B.float(), self.real_B) * opt.lambda_B
-        self.loss_G = (self.loss_G_A + self.loss_G_B + self.loss_cycle_A + self.loss_cycle_B
-                       + self.loss_idt_A + self.loss_idt_B)
-        self.loss_G.backward()
+        return (self.loss_G_A + self.loss_G_B + self.loss_cycle_A + self.loss_cycle_B
+                + self.loss_idt_A + self.loss_idt_B)
 
-    def _backward_D(self, netD: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
-            loss_real = self.criterionGAN(netD(real), True)
-            loss_fake = self.criterionGAN(netD(fake.detach()), False)
-        loss = (loss_real + loss_fake) * 0.5
+    def _discriminator_loss(self, name: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """(loss on real + loss on fake) / 2; real and fake run as one batch unless batch norm would mix them."""
+        netD = self.run[name]
+        fake = fake.detach()
+        if self.opt.norm != "batch":
+            pred_real, pred_fake = netD(torch.cat([real, fake])).split([real.shape[0], fake.shape[0]])
+        else:
+            pred_real, pred_fake = netD(real), netD(fake)
+        loss = (self.criterionGAN(pred_real, True) + self.criterionGAN(pred_fake, False)) * 0.5
         if self.opt.gan_mode == "wgangp":
-            loss = loss + self.opt.lambda_gp * gradient_penalty(netD, real, fake)
-        loss.backward()
-        return loss.detach()
+            # double backward: in fp32, through the eager network (compiled graphs do not support it)
+            with torch.autocast(self.device.type, enabled=False):
+                loss = loss + self.opt.lambda_gp * gradient_penalty(self.nets[name], real, fake)
+        return loss
 
     # --- helpers ----------------------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if getattr(self.opt, "amp", False):
-            dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
-            return torch.autocast(self.device.type, dtype=dtype)
+        if self.amp_dtype is not None:
+            return torch.autocast(self.device.type, dtype=self.amp_dtype)
         return contextlib.nullcontext()
 
     @staticmethod
@@ -188,6 +224,7 @@ class CycleGANModel:
             "schedulers": [s.state_dict() for s in self.schedulers],
             "pools": {"fake_A": self.fake_A_pool.state_dict(), "fake_B": self.fake_B_pool.state_dict()},
             "pool_rng": _python_rng_state(self.pool_rng),
+            "grad_scaler": self.scaler.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -200,6 +237,8 @@ class CycleGANModel:
         self.fake_A_pool.load_state_dict(state["pools"]["fake_A"], self.device)
         self.fake_B_pool.load_state_dict(state["pools"]["fake_B"], self.device)
         self.pool_rng.setstate(_python_rng_from_state(state["pool_rng"]))
+        if state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
 
 
 def _python_rng_state(rng: random.Random) -> list:

@@ -1,0 +1,308 @@
+"""Benchmarks: training iterations, generator inference, whole test.py runs, and the machine's matmul rate.
+
+Each measurement prints one JSON line; ``--markdown FILE`` also appends a table row. Run one configuration per
+process (peak RSS is per process). Examples::
+
+    python bench/bench.py matmul
+    python bench/bench.py train --crop 128                       # fp32, the default layout
+    python bench/bench.py train --crop 128 --amp
+    python bench/bench.py train --crop 128 --reference_step      # the reference's step: fp32, NCHW, for-loop Adam
+    python bench/bench.py infer --crop 256 --amp
+    python bench/bench.py testpy --images 50 --crop 256 --amp
+
+``bench/run_all.sh`` runs the matrix behind docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cyclegan_culture import options  # noqa: E402
+from cyclegan_culture.models.cycle_gan import CycleGANModel  # noqa: E402
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine() -> str:
+    cpu = "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def model_opt(args: argparse.Namespace) -> argparse.Namespace:
+    argv = ["--dataroot", "bench", "--crop_size", str(args.crop), "--load_size", str(args.crop), "--netG", args.netG,
+            "--ngf", str(args.ngf), "--ndf", str(args.ndf), "--batch_size", str(args.batch_size),
+            "--channels_last", args.channels_last, "--gpu_ids", "0" if args.device == "cuda" else "-1"]
+    argv += ["--amp"] * args.amp + ["--compile"] * args.compile
+    return options.parse(options.build_train_parser(), argv)
+
+
+class ReferenceStep:
+    """The reference's CycleGAN step on our (identical) networks, for side-by-side timing.
+
+    Its order of work: four generator calls for translations and reconstructions, two more for the identity
+    images, each discriminator called separately on fakes, reals and pooled fakes, fp32, NCHW layout, and Adam
+    with its default per-tensor loop, as in models/cycle_gan_model.py of junyanz/pytorch-CycleGAN-and-pix2pix.
+    """
+
+    def __init__(self, model: CycleGANModel):
+        import itertools
+        self.m = model
+        for net in model.nets.values():
+            net.to(memory_format=torch.contiguous_format)
+        model.memory_format = torch.contiguous_format
+        opt = model.opt
+        self.optimizer_G = torch.optim.Adam(itertools.chain(model.G_A.parameters(), model.G_B.parameters()),
+                                            lr=opt.lr, betas=(opt.beta1, 0.999))
+        self.optimizer_D = torch.optim.Adam(itertools.chain(model.D_A.parameters(), model.D_B.parameters()),
+                                            lr=opt.lr, betas=(opt.beta1, 0.999))
+        self.l1 = torch.nn.L1Loss()
+
+    def gan(self, pred: torch.Tensor, real: bool) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(pred, torch.tensor(1.0 if real else 0.0).expand_as(pred))
+
+    def __call__(self) -> None:
+        m, opt = self.m, self.m.opt
+        fake_B = m.G_A(m.real_A)
+        rec_A = m.G_B(fake_B)
+        fake_A = m.G_B(m.real_B)
+        rec_B = m.G_A(fake_A)
+        m._set_requires_grad((m.D_A, m.D_B), False)
+        self.optimizer_G.zero_grad()
+        idt_A = m.G_A(m.real_B)
+        idt_B = m.G_B(m.real_A)
+        loss_G = (self.l1(idt_A, m.real_B) * opt.lambda_B * opt.lambda_identity
+                  + self.l1(idt_B, m.real_A) * opt.lambda_A * opt.lambda_identity
+                  + self.gan(m.D_A(fake_B), True) + self.gan(m.D_B(fake_A), True)
+                  + self.l1(rec_A, m.real_A) * opt.lambda_A + self.l1(rec_B, m.real_B) * opt.lambda_B)
+        loss_G.backward()
+        self.optimizer_G.step()
+        m._set_requires_grad((m.D_A, m.D_B), True)
+        self.optimizer_D.zero_grad()
+        for netD, real, fake in ((m.D_A, m.real_B, m.fake_B_pool.query(fake_B)),
+                                 (m.D_B, m.real_A, m.fake_A_pool.query(fake_A))):
+            loss_D = (self.gan(netD(real), True) + self.gan(netD(fake.detach()), False)) * 0.5
+            loss_D.backward()
+        self.optimizer_D.step()
+
+
+def summarize(times: list[float]) -> dict:
+    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    return {"median_s": round(statistics.median(times), 4), "q1_s": round(q[0], 4), "q3_s": round(q[2], 4),
+            "min_s": round(min(times), 4), "n": len(times)}
+
+
+def bench_train(args: argparse.Namespace) -> dict:
+    opt = model_opt(args)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = CycleGANModel(opt, device)
+    step = ReferenceStep(model) if args.reference_step else model.optimize_parameters
+    batch = {"A": torch.rand(args.batch_size, 3, args.crop, args.crop) * 2 - 1,
+             "B": torch.rand(args.batch_size, 3, args.crop, args.crop) * 2 - 1, "A_paths": [], "B_paths": []}
+    flops = None
+    if args.flops:
+        from torch.utils.flop_counter import FlopCounterMode
+        eager = dict(model.run)
+        model.run = dict(model.nets)
+        model.set_input(batch)
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops = counter.get_total_flops()
+        model.run = eager
+    times = []
+    start = time.perf_counter()
+    for i in range(args.warmup + args.iters):
+        t0 = time.perf_counter()
+        model.set_input(batch)
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+        if i == args.warmup - 1:
+            warm_s = time.perf_counter() - start
+    result = {"kind": "train", **config(args), **summarize(times), "warmup_s": round(warm_s, 2),
+              "it_per_s": round(1 / statistics.median(times), 4), "peak_rss_mb": round(peak_rss_mb())}
+    if flops:
+        result["gflop_per_it"] = round(flops / 1e9, 1)
+        result["gflops_per_s"] = round(flops / 1e9 / statistics.median(times), 1)
+    return result
+
+
+def bench_compare(args: argparse.Namespace) -> dict:
+    """Reference step and ours, alternating iteration by iteration in one process, so machine drift hits both."""
+    opt = model_opt(args)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    ours = CycleGANModel(opt, device)
+    ref_opt = model_opt(argparse.Namespace(**{**vars(args), "amp": False, "compile": False, "channels_last": "off"}))
+    reference = CycleGANModel(ref_opt, device)
+    ref_step = ReferenceStep(reference)
+    batch = {"A": torch.rand(args.batch_size, 3, args.crop, args.crop) * 2 - 1,
+             "B": torch.rand(args.batch_size, 3, args.crop, args.crop) * 2 - 1, "A_paths": [], "B_paths": []}
+    times: dict[str, list[float]] = {"reference": [], "ours": []}
+    for i in range(args.warmup + args.iters):
+        for name, model, step in (("reference", reference, ref_step), ("ours", ours, ours.optimize_parameters)):
+            t0 = time.perf_counter()
+            model.set_input(batch)
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= args.warmup:
+                times[name].append(time.perf_counter() - t0)
+    ref, mine = statistics.median(times["reference"]), statistics.median(times["ours"])
+    return {"kind": "compare", **config(args), "reference_median_s": round(ref, 4), "ours_median_s": round(mine, 4),
+            "speedup": round(ref / mine, 3), "reference": summarize(times["reference"]), "ours": summarize(times["ours"])}
+
+
+def bench_infer(args: argparse.Namespace) -> dict:
+    opt = model_opt(args)
+    device = torch.device(args.device)
+    model = CycleGANModel(opt, device, is_train=False)
+    G = model.G_A
+    if args.compile:
+        G = torch.compile(G)
+    x = (torch.rand(1, 3, args.crop, args.crop) * 2 - 1).to(device, memory_format=model.memory_format)
+    times = []
+    with torch.inference_mode(), torch.autocast(device.type, dtype=model.amp_dtype or torch.float32,
+                                                enabled=model.amp_dtype is not None):
+        for i in range(args.warmup + args.iters):
+            t0 = time.perf_counter()
+            G(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= args.warmup:
+                times.append(time.perf_counter() - t0)
+    return {"kind": "infer", **config(args), **summarize(times), "img_per_s": round(1 / statistics.median(times), 3),
+            "peak_rss_mb": round(peak_rss_mb())}
+
+
+def bench_testpy(args: argparse.Namespace) -> dict:
+    """The whole test.py process on N images of crop x crop, both directions with reconstructions."""
+    import numpy as np
+    from PIL import Image
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rng = np.random.default_rng(0)
+        for side in ("testA", "testB"):
+            (tmp / "data" / side).mkdir(parents=True)
+            for i in range(args.images // 2 if side == "testB" else args.images):
+                Image.fromarray(rng.integers(0, 255, (args.crop, args.crop, 3), dtype=np.uint8)).save(
+                    tmp / "data" / side / f"{i:03d}.jpg")
+        run = tmp / "ckpt" / "bench"
+        run.mkdir(parents=True)
+        opt = model_opt(args)
+        model = CycleGANModel(opt, torch.device("cpu"), is_train=False)
+        from cyclegan_culture.engine.checkpoint import save_networks
+        save_networks(model.nets, run, "latest")
+        cmd = [sys.executable, str(ROOT / "test.py"), "--dataroot", str(tmp / "data"), "--name", "bench",
+               "--checkpoints_dir", str(tmp / "ckpt"), "--results_dir", str(tmp / "results"), "--netG", args.netG,
+               "--ngf", str(args.ngf), "--channels_last", args.channels_last]
+        cmd += ["--amp"] * args.amp + ["--gpu_ids", "0" if args.device == "cuda" else "-1"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(proc.stderr[-2000:])
+        n = len(list((tmp / "results" / "bench" / "test_latest" / "images").glob("*_fake_*.png")))
+    return {"kind": "testpy", **config(args), "images": n, "wall_s": round(wall, 2),
+            "s_per_image": round(wall / n, 3)}
+
+
+def bench_matmul(args: argparse.Namespace) -> dict:
+    """Sustained GFLOP/s of a large matrix multiply, fp32 and bf16: the ceiling for convolution-heavy work."""
+    out = {"kind": "matmul", "machine": machine(), "torch": torch.__version__}
+    n = 2048
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        times = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
+        out[f"{str(dtype).split('.')[-1]}_gflops"] = round(2 * n ** 3 / statistics.median(times) / 1e9, 1)
+    return out
+
+
+def config(args: argparse.Namespace) -> dict:
+    precision = "bf16" if args.amp and args.device == "cpu" else ("fp16" if args.amp else "fp32")
+    return {"mode": "reference" if getattr(args, "reference_step", False) else "ours", "crop": args.crop,
+            "netG": args.netG, "ngf": args.ngf, "batch_size": args.batch_size, "precision": precision,
+            "channels_last": args.channels_last, "compile": args.compile, "device": args.device,
+            "machine": machine(), "torch": torch.__version__}
+
+
+def markdown_row(r: dict) -> str:
+    if r["kind"] == "train":
+        return (f"| train | {r['mode']} | {r['crop']} | {r['batch_size']} | {r['precision']} | {r['channels_last']} | "
+                f"{r['compile']} | {r['median_s']:.3f} ({r['q1_s']:.3f}-{r['q3_s']:.3f}) | {r['it_per_s']:.3f} | "
+                f"{r.get('gflops_per_s', '')} | {r['peak_rss_mb']} |")
+    if r["kind"] == "infer":
+        return (f"| generator | ours | {r['crop']} | 1 | {r['precision']} | {r['channels_last']} | {r['compile']} | "
+                f"{r['median_s']:.3f} | {r['img_per_s']:.2f} img/s | | {r['peak_rss_mb']} |")
+    if r["kind"] == "testpy":
+        return (f"| test.py, {r['images']} translations | ours | {r['crop']} | 1 | {r['precision']} | "
+                f"{r['channels_last']} | False | {r['wall_s']:.1f} s total | {r['s_per_image']:.3f} s/img | | |")
+    if r["kind"] == "compare":
+        return (f"| train, side by side | reference vs ours | {r['crop']} | {r['batch_size']} | {r['precision']} | "
+                f"{r['channels_last']} | {r['compile']} | {r['reference_median_s']:.3f} vs {r['ours_median_s']:.3f} | "
+                f"**{r['speedup']:.2f}x** | | |")
+    return f"| matmul | | | | fp32 {r['float32_gflops']} GFLOP/s, bf16 {r['bfloat16_gflops']} GFLOP/s | | | | | | |"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["train", "compare", "infer", "testpy", "matmul"])
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--netG", default="resnet_9blocks")
+    p.add_argument("--ngf", type=int, default=64)
+    p.add_argument("--ndf", type=int, default=64)
+    p.add_argument("--batch_size", type=int, default=1)
+    p.add_argument("--amp", action="store_true")
+    p.add_argument("--channels_last", default="auto", choices=["auto", "on", "off"])
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--reference_step", action="store_true", help="time the reference's step instead of ours")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--iters", type=int, default=8)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--images", type=int, default=50)
+    p.add_argument("--flops", action="store_true", help="count FLOPs of one step (torch.utils.flop_counter)")
+    p.add_argument("--markdown", type=Path, help="append a table row to this file")
+    args = p.parse_args()
+    result = {"train": bench_train, "compare": bench_compare, "infer": bench_infer, "testpy": bench_testpy, "matmul": bench_matmul}[args.what](args)
+    result["platform"] = platform.platform()
+    print(json.dumps(result), flush=True)
+    if args.markdown:
+        with open(args.markdown, "a", encoding="utf-8") as f:
+            f.write(markdown_row(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
