@@ -21,7 +21,11 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        # live monitoring; visdom 0.2.4 is a source package that needs setuptools<81 to build (see the Makefile)
+        "visdom": ["visdom>=0.2.4"],
+        # checking ONNX exports
+        "export": ["onnx>=1.15", "onnxruntime>=1.17"],
+        "test": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17"],
     },
     entry_points={"console_scripts": ["cyclegan-culture=cyclegan_culture.cli:main"]},
 )

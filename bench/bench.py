@@ -211,7 +211,7 @@ def bench_testpy(args: argparse.Namespace) -> dict:
         rng = np.random.default_rng(0)
         for side in ("testA", "testB"):
             (tmp / "data" / side).mkdir(parents=True)
-            for i in range(args.images // 2 if side == "testB" else args.images):
+            for i in range(args.images):
                 Image.fromarray(rng.integers(0, 255, (args.crop, args.crop, 3), dtype=np.uint8)).save(
                     tmp / "data" / side / f"{i:03d}.jpg")
         run = tmp / "ckpt" / "bench"
@@ -220,16 +220,22 @@ def bench_testpy(args: argparse.Namespace) -> dict:
         model = CycleGANModel(opt, torch.device("cpu"), is_train=False)
         from cyclegan_culture.engine.checkpoint import save_networks
         save_networks(model.nets, run, "latest")
-        cmd = [sys.executable, str(ROOT / "test.py"), "--dataroot", str(tmp / "data"), "--name", "bench",
-               "--checkpoints_dir", str(tmp / "ckpt"), "--results_dir", str(tmp / "results"), "--netG", args.netG,
-               "--ngf", str(args.ngf), "--channels_last", args.channels_last]
-        cmd += ["--amp"] * args.amp + ["--gpu_ids", "0" if args.device == "cuda" else "-1"]
+        if args.reference_step:
+            images = tmp / "results"
+            cmd = [sys.executable, str(ROOT / "bench" / "reference_test.py"), str(tmp / "data"), str(run), str(images),
+                   "--ngf", str(args.ngf), "--netG", args.netG, "--num_test", str(args.images)]
+        else:
+            images = tmp / "results" / "bench" / "test_latest" / "images"
+            cmd = [sys.executable, str(ROOT / "test.py"), "--dataroot", str(tmp / "data"), "--name", "bench",
+                   "--checkpoints_dir", str(tmp / "ckpt"), "--results_dir", str(tmp / "results"), "--netG",
+                   args.netG, "--ngf", str(args.ngf), "--channels_last", args.channels_last]
+            cmd += ["--amp"] * args.amp + ["--gpu_ids", "0" if args.device == "cuda" else "-1"]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-2000:])
-        n = len(list((tmp / "results" / "bench" / "test_latest" / "images").glob("*_fake_*.png")))
+        n = len(list(images.glob("*_fake_*.png")))
     return {"kind": "testpy", **config(args), "images": n, "wall_s": round(wall, 2),
             "s_per_image": round(wall / n, 3)}
 
@@ -268,7 +274,7 @@ def markdown_row(r: dict) -> str:
         return (f"| generator | ours | {r['crop']} | 1 | {r['precision']} | {r['channels_last']} | {r['compile']} | "
                 f"{r['median_s']:.3f} | {r['img_per_s']:.2f} img/s | | {r['peak_rss_mb']} |")
     if r["kind"] == "testpy":
-        return (f"| test.py, {r['images']} translations | ours | {r['crop']} | 1 | {r['precision']} | "
+        return (f"| test.py, {r['images']} translations | {r['mode']} | {r['crop']} | 1 | {r['precision']} | "
                 f"{r['channels_last']} | False | {r['wall_s']:.1f} s total | {r['s_per_image']:.3f} s/img | | |")
     if r["kind"] == "compare":
         return (f"| train, side by side | reference vs ours | {r['crop']} | {r['batch_size']} | {r['precision']} | "

@@ -25,14 +25,145 @@ def _test(argv: list[str]) -> int:
     from cyclegan_culture import options
     from cyclegan_culture.engine.tester import run_test
 
+    if "--compare" in argv:  # test.py --compare --models ... [--photos DIR]: the culture comparison page
+        rest = [a for a in argv if a != "--compare"]
+        return _compare(rest, via_test=True)
     opt = options.parse(options.build_test_parser(), argv)
     run_test(opt)
+    return 0
+
+
+def _inference_flags(p) -> None:
+    p.add_argument("--epoch", default="latest", help="which checkpoint: latest or an epoch number")
+    p.add_argument("--tile", type=int, default=512, help="translate large images in tiles of this many pixels "
+                   "(0: whole image at once)")
+    p.add_argument("--overlap", type=int, default=64, help="pixels by which tiles overlap and are blended")
+    p.add_argument("--amp", action="store_true", help="bf16 on CPU / fp16 on CUDA (faster, slightly different)")
+    p.add_argument("--gpu_ids", default=None, help="-1 for CPU (default: first GPU if any)")
+
+
+def _device(gpu_ids: str | None):
+    from cyclegan_culture.options import parse_gpu_ids
+
+    ids = parse_gpu_ids(gpu_ids)
+    return f"cuda:{ids[0]}" if ids else "cpu"
+
+
+def _stylize(argv: list[str]) -> int:
+    from pathlib import Path
+
+    from cyclegan_culture.engine.stylize import stylize_paths
+    from cyclegan_culture.inference import Stylizer
+    from cyclegan_culture.options import ArgumentParser
+
+    p = ArgumentParser(prog="cyclegan-culture stylize",
+                       description="Translate images (files or folders, recursively) at their own size.")
+    p.add_argument("inputs", nargs="+", help="image files and folders")
+    p.add_argument("--output", required=True, help="folder for the results (relative paths are kept)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="a run folder, e.g. checkpoints/photo2guohua (options from its opt.json)")
+    src.add_argument("--checkpoint", help="a bare generator file, e.g. the reference's latest_net_G_A.pth")
+    p.add_argument("--direction", default="AtoB", choices=["AtoB", "BtoA"], help="AtoB uses G_A, BtoA uses G_B")
+    _inference_flags(p)
+    model = p.add_argument_group("architecture (for --checkpoint, or to override a run's opt.json)")
+    model.add_argument("--netG")
+    model.add_argument("--ngf", type=int)
+    model.add_argument("--norm")
+    model.add_argument("--upsample", choices=["transpose", "resize"])
+    model.add_argument("--use_dropout", action="store_true", default=None)
+    model.add_argument("--no_dropout", action="store_true", default=None)
+    args = p.parse_args(argv)
+    flags = {k: getattr(args, k) for k in ("netG", "ngf", "norm", "upsample", "use_dropout", "no_dropout")
+             if getattr(args, k) is not None}
+    common = dict(device=_device(args.gpu_ids), amp=args.amp, tile=args.tile, overlap=args.overlap)
+    if args.model:
+        stylizer = Stylizer.from_pretrained(args.model, epoch=args.epoch, direction=args.direction, **common,
+                                            **flags)
+    else:
+        stylizer = Stylizer.from_checkpoint(args.checkpoint, **common, **flags)
+    stylize_paths(stylizer, args.inputs, Path(args.output))
+    return 0
+
+
+def _compare(argv: list[str], via_test: bool = False) -> int:
+    from pathlib import Path
+
+    from cyclegan_culture.engine.compare import load_models, run_compare
+    from cyclegan_culture.options import ArgumentParser
+
+    p = ArgumentParser(prog="test.py --compare" if via_test else "cyclegan-culture compare",
+                       description="Render the same photos with several cultures' models, side by side.")
+    p.add_argument("--photos", default=None, help="folder of photos (default with test.py: DATAROOT/testA)")
+    p.add_argument("--dataroot", default=None, help="a dataset folder whose testA holds the photos")
+    p.add_argument("--models", nargs="+", required=True, help="run folders, e.g. checkpoints/photo2guohua ...")
+    p.add_argument("--out", default=None, help="output folder (default: RESULTS_DIR/compare_<model names>)")
+    p.add_argument("--results_dir", default="./results", help="where the models' own test galleries are")
+    _inference_flags(p)
+    args = p.parse_args(argv)
+    photos = args.photos or (str(Path(args.dataroot) / "testA") if args.dataroot else None)
+    if photos is None:
+        raise UserError("--photos is required (or --dataroot, whose testA is used)")
+    models = load_models(args.models, args.epoch, device=_device(args.gpu_ids), amp=args.amp, tile=args.tile,
+                         overlap=args.overlap)
+    out = Path(args.out) if args.out else Path(args.results_dir) / ("compare_" + "_".join(m.name for m in models))
+    run_compare(Path(photos), models, out, Path(args.results_dir), args.epoch)
+    return 0
+
+
+def _export(argv: list[str]) -> int:
+    from pathlib import Path
+
+    from cyclegan_culture.export import default_output, export_generator
+    from cyclegan_culture.inference import Stylizer
+    from cyclegan_culture.options import ArgumentParser
+
+    p = ArgumentParser(prog="cyclegan-culture export",
+                       description="Export a run's generator to TorchScript or ONNX, checked against PyTorch.")
+    p.add_argument("--model", required=True, help="a run folder, e.g. checkpoints/photo2guohua")
+    p.add_argument("--format", required=True, choices=["torchscript", "onnx"])
+    p.add_argument("--out", default=None, help="output file (default: RUN/generator.pt or .onnx)")
+    p.add_argument("--epoch", default="latest")
+    p.add_argument("--direction", default="AtoB", choices=["AtoB", "BtoA"])
+    args = p.parse_args(argv)
+    stylizer = Stylizer.from_pretrained(args.model, epoch=args.epoch, direction=args.direction, device="cpu")
+    out = Path(args.out) if args.out else default_output(Path(args.model), args.format)
+    result = export_generator(stylizer.generator, args.format, out)
+    print(f"Exported {result.path} ({args.format}); max abs difference from PyTorch on a "
+          f"{result.checked_size[0]}x{result.checked_size[1]} image: {result.max_abs_diff:.2e}")
+    return 0
+
+
+def _visdom(argv: list[str]) -> int:
+    from cyclegan_culture.options import ArgumentParser
+    from cyclegan_culture.viz import visdom_server
+
+    p = ArgumentParser(prog="cyclegan-culture visdom",
+                       description="Start a Visdom server for live monitoring (offline: its front-end files come "
+                                   "from the npm registry, installed once, never from a CDN at start).")
+    p.add_argument("--port", type=int, default=8097)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; anything but 127.0.0.1/localhost "
+                   "listens on all interfaces (protect it with --enable_login)")
+    p.add_argument("--env_path", default=None, help="where Visdom keeps its environments (default: ~/.visdom)")
+    p.add_argument("--enable_login", action="store_true", help="require the user name and password given in "
+                   "VISDOM_USERNAME and VISDOM_PASSWORD")
+    p.add_argument("--install-assets", dest="install_assets", action="store_true",
+                   help="install the front-end files from npm and exit")
+    p.add_argument("--npm", default="npm", help="the npm command")
+    args = p.parse_args(argv)
+    if args.install_assets:
+        print(visdom_server.install(args.npm))
+        return 0
+    visdom_server.serve(args.port, args.host, args.env_path, args.enable_login, args.npm)
     return 0
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "train": (_train, "train a CycleGAN (same flags as train.py)"),
     "test": (_test, "translate test images and write an HTML gallery (same flags as test.py)"),
+    "stylize": (_stylize, "translate your own images, any size (files or folders)"),
+    "compare": (_compare, "the same photos rendered by several cultures' models, on one page"),
+    "export": (_export, "export a generator to TorchScript or ONNX"),
+    "visdom": (_visdom, "start a Visdom server for live monitoring, offline (--install-assets: only install)"),
 }
 
 

@@ -1,14 +1,25 @@
-"""Translate images of any size with trained generators."""
+"""Translate images of any size with trained generators: padding, tiling, and the ``Stylizer`` API.
+
+    from cyclegan_culture.inference import Stylizer
+    stylizer = Stylizer.from_pretrained("checkpoints/photo2guohua")
+    painting = stylizer.stylize(PIL.Image.open("photo.jpg"))
+"""
 
 from __future__ import annotations
 
 import argparse
+import copy
+import math
 from pathlib import Path
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
+from cyclegan_culture import options as options_mod
+from cyclegan_culture.data.images import pil_to_tensor, tensor_to_pil
 from cyclegan_culture.engine import checkpoint
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.models import networks
@@ -17,28 +28,40 @@ from cyclegan_culture.models.cycle_gan import build_generators
 
 SIZE_MULTIPLE = 4  # two stride-2 downsamplings: sizes divisible by 4 come back unchanged
 MIN_SIZE = 8  # the residual blocks' reflection padding needs at least 2x2 at the bottleneck
+STATS_SIZE = 512  # longer side of the downscaled image whose instance-norm statistics all tiles share
 
 
 def available_epochs(run_dir: Path) -> list[str]:
     return sorted({p.name.split("_net_")[0] for p in Path(run_dir).glob("*_net_G_A.pth")})
 
 
+def load_generator(opt: argparse.Namespace, path: Path, device: torch.device, input_nc: int | None = None,
+                   output_nc: int | None = None) -> nn.Module:
+    """One generator from a state-dict file (ours or the reference's), built as ``opt`` describes, in eval mode."""
+    net = networks.define_G(input_nc or opt.input_nc, output_nc or opt.output_nc, opt.ngf, opt.netG, opt.norm,
+                            opt.use_dropout, opt.init_type, opt.init_gain, getattr(opt, "upsample", "transpose"))
+    try:
+        networks.load_network_state(net, checkpoint.load_network_weights(path))
+    except ValueError as exc:
+        raise UserError(f"{path}: does not fit --netG {opt.netG} --ngf {opt.ngf} --norm {opt.norm} "
+                        f"({str(exc)[:200]}); pass the flags the model was trained with") from None
+    layout = memory_format(getattr(opt, "channels_last", "off"), device, getattr(opt, "amp", False), opt.norm)
+    return net.to(device, memory_format=layout).eval()
+
+
+def network_file(run_dir: Path, epoch: str, name: str) -> Path:
+    path = checkpoint.network_path(run_dir, epoch, name)
+    if not path.is_file():
+        found = available_epochs(run_dir)
+        hint = f"available: {', '.join(found)}" if found else "train the model first, or check the run folder"
+        raise UserError(f"{path}: checkpoint not found ({hint}); set --epoch or the run folder")
+    return path
+
+
 def load_generators(opt: argparse.Namespace, run_dir: Path, epoch: str, device: torch.device) -> tuple[nn.Module, nn.Module]:
-    """G_A and G_B of a run (ours or the reference's) at ``epoch``, in eval mode."""
-    G_A, G_B = build_generators(opt)
-    for name, net in (("G_A", G_A), ("G_B", G_B)):
-        path = checkpoint.network_path(run_dir, epoch, name)
-        if not path.is_file():
-            found = available_epochs(run_dir)
-            hint = f"available: {', '.join(found)}" if found else "train the model first, or check --name"
-            raise UserError(f"{path}: checkpoint not found ({hint}); set --epoch or --checkpoints_dir")
-        try:
-            networks.load_network_state(net, checkpoint.load_network_weights(path))
-        except ValueError as exc:
-            raise UserError(f"{path}: does not fit --netG {opt.netG} --ngf {opt.ngf} --norm {opt.norm} "
-                            f"({str(exc)[:200]}); pass the flags the model was trained with") from None
-        layout = memory_format(getattr(opt, "channels_last", "off"), device, getattr(opt, "amp", False), opt.norm)
-        net.to(device, memory_format=layout).eval()
+    """G_A and G_B of a run at ``epoch``, in eval mode."""
+    G_A = load_generator(opt, network_file(run_dir, epoch, "G_A"), device, opt.input_nc, opt.output_nc)
+    G_B = load_generator(opt, network_file(run_dir, epoch, "G_B"), device, opt.output_nc, opt.input_nc)
     return G_A, G_B
 
 
@@ -46,9 +69,8 @@ def translate(net: nn.Module, image: torch.Tensor, dtype: torch.dtype | None = N
     """Run ``net`` on a (N, C, H, W) batch of any H and W; the output has the input's exact size.
 
     The input is padded (reflection where the image is large enough, else replication) to a multiple of 4 (at
-    least 8),
-    translated, and cropped back: no resizing, no cropping of content. ``dtype`` (bf16 or fp16) runs it under
-    autocast; the result is always fp32.
+    least 8), translated, and cropped back: no resizing, no cropping of content. ``dtype`` (bf16 or fp16) runs it
+    under autocast; the result is always fp32.
     """
     h, w = image.shape[-2:]
     pad_h = max(MIN_SIZE, h + (-h) % SIZE_MULTIPLE) - h
@@ -66,3 +88,199 @@ def _memory_format_of(net: nn.Module) -> torch.memory_format:
     weight = next(p for p in net.parameters() if p.dim() == 4)
     return torch.channels_last if weight.is_contiguous(memory_format=torch.channels_last) and \
         not weight.is_contiguous() else torch.contiguous_format
+
+
+# --- tiling ---------------------------------------------------------------------------------------------------------
+class SharedStatsInstanceNorm(nn.Module):
+    """Instance norm whose statistics can be recorded once and reused.
+
+    Tiles normalised each with their own mean and variance come out in different tones (a sky tile and a tree
+    tile are shifted towards the same grey). Recording the statistics on a downscaled copy of the whole image and
+    applying them to every tile keeps the tone of the full image in each tile.
+    """
+
+    def __init__(self, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.mode = "own"  # own | record | shared
+        self.mean: torch.Tensor | None = None
+        self.var: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "shared" and self.mean is not None:
+            mean, var = self.mean, self.var
+        else:
+            var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, unbiased=False)
+            if self.mode == "record":
+                self.mean, self.var = mean, var
+        return ((x.float() - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)
+
+
+def with_shared_stats(net: nn.Module) -> tuple[nn.Module, list[SharedStatsInstanceNorm]]:
+    """A copy of ``net`` whose InstanceNorm layers (affine-free, as CycleGAN's) can share recorded statistics.
+    The state dict is unchanged: these layers have no parameters."""
+    net = copy.deepcopy(net)
+    norms = []
+    for parent in net.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.InstanceNorm2d) and not child.affine:
+                replacement = SharedStatsInstanceNorm(child.eps)
+                setattr(parent, name, replacement)
+                norms.append(replacement)
+    return net, norms
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets covering [0, length) with tiles of ``tile`` overlapping by at least ``overlap``."""
+    if length <= tile:
+        return [0]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+def _blend_window(h: int, w: int, overlap: int, device: torch.device) -> torch.Tensor:
+    """Weights that fall smoothly (raised cosine) to near zero over ``overlap`` pixels at each edge."""
+    def ramp(n: int) -> torch.Tensor:
+        r = torch.ones(n, device=device)
+        k = min(overlap, n // 2)
+        if k > 0:
+            edge = 0.5 - 0.5 * torch.cos(torch.linspace(0, math.pi, k + 2, device=device)[1:-1])
+            r[:k] = edge
+            r[-k:] = edge.flip(0)
+        return r
+    return ramp(h)[:, None] * ramp(w)[None, :]
+
+
+def translate_tiled(net: nn.Module, image: torch.Tensor, tile: int, overlap: int, dtype: torch.dtype | None = None,
+                    shared_norms: list[SharedStatsInstanceNorm] | None = None) -> torch.Tensor:
+    """Translate a (1, C, H, W) image tile by tile, blending overlaps; memory is bounded by the tile size.
+
+    With ``shared_norms`` (from ``with_shared_stats``), instance-norm statistics come from a copy of the image
+    downscaled to STATS_SIZE on its longer side, so all tiles share the tone of the whole.
+    """
+    _, c, h, w = image.shape
+    if tile <= 0 or (h <= tile and w <= tile):
+        return translate(net, image, dtype)
+    if overlap < 0 or overlap >= tile // 2:
+        raise UserError(f"--overlap {overlap} must be at least 0 and less than half of --tile {tile}")
+    if shared_norms:
+        scale = min(1.0, STATS_SIZE / max(h, w))
+        small = F.interpolate(image, size=(max(MIN_SIZE, round(h * scale)), max(MIN_SIZE, round(w * scale))),
+                              mode="area")
+        for norm in shared_norms:
+            norm.mode = "record"
+        translate(net, small, dtype)
+        for norm in shared_norms:
+            norm.mode = "shared"
+    out = torch.zeros(1, c, h, w, device=image.device)
+    weight = torch.zeros(1, 1, h, w, device=image.device)
+    try:
+        for y in tile_starts(h, tile, overlap):
+            for x in tile_starts(w, tile, overlap):
+                th, tw = min(tile, h - y), min(tile, w - x)
+                result = translate(net, image[..., y:y + th, x:x + tw], dtype)
+                win = _blend_window(th, tw, overlap, image.device)
+                out[..., y:y + th, x:x + tw] += result * win
+                weight[..., y:y + th, x:x + tw] += win
+    finally:
+        for norm in shared_norms or []:
+            norm.mode, norm.mean, norm.var = "own", None, None
+    return out / weight.clamp_min(1e-8)
+
+
+# --- the Python API ------------------------------------------------------------------------------------------------
+class Stylizer:
+    """Translate PIL images with one generator of a trained run, at their own size.
+
+    ``tile`` (pixels; 0 disables) bounds memory for large images; tiles overlap by ``overlap`` pixels and share
+    the instance-norm statistics of the whole image.
+    """
+
+    def __init__(self, generator: nn.Module, device: torch.device | str = "cpu", amp: bool = False,
+                 tile: int = 512, overlap: int = 64):
+        self.device = torch.device(device)
+        self.generator = generator.to(self.device).eval()
+        self.dtype = amp_dtype(self.device, amp)
+        self.tile, self.overlap = tile, overlap
+        self._tiled, self._norms = with_shared_stats(self.generator)
+        if tile and (overlap < 0 or overlap >= tile // 2):
+            raise UserError(f"--overlap {overlap} must be at least 0 and less than half of --tile {tile}")
+
+    @classmethod
+    def from_pretrained(cls, run_dir: str | Path, epoch: str = "latest", direction: str = "AtoB",
+                        device: torch.device | str | None = None, amp: bool = False, tile: int = 512,
+                        overlap: int = 64, **model_flags: object) -> "Stylizer":
+        """Load G_A (direction AtoB) or G_B (BtoA) of a run folder; the architecture comes from its opt.json,
+        and ``model_flags`` (netG=..., ngf=..., norm=...) override it, e.g. for runs trained by the reference."""
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir}: run folder not found")
+        if direction not in ("AtoB", "BtoA"):
+            raise UserError(f"--direction {direction!r}: use AtoB or BtoA")
+        opt = model_options(run_dir, model_flags)
+        device = torch.device(device) if device else _default_device()
+        name = "G_A" if direction == "AtoB" else "G_B"
+        in_nc, out_nc = (opt.input_nc, opt.output_nc) if direction == "AtoB" else (opt.output_nc, opt.input_nc)
+        net = load_generator(opt, network_file(run_dir, str(epoch), name), device, in_nc, out_nc)
+        return cls(net, device, amp, tile, overlap)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: torch.device | str | None = None, amp: bool = False,
+                        tile: int = 512, overlap: int = 64, **model_flags: object) -> "Stylizer":
+        """Load a bare generator file such as the reference's latest_net_G_A.pth, built as ``model_flags`` say
+        (netG, ngf, norm, use_dropout, upsample; the reference's defaults otherwise)."""
+        opt = model_options(None, model_flags)
+        device = torch.device(device) if device else _default_device()
+        return cls(load_generator(opt, Path(path), device), device, amp, tile, overlap)
+
+    @torch.inference_mode()
+    def stylize_tensor(self, image: torch.Tensor) -> torch.Tensor:
+        """(1, C, H, W) in [-1, 1] -> the same size, translated."""
+        image = image.to(self.device)
+        if self.tile and max(image.shape[-2:]) > self.tile:
+            return translate_tiled(self._tiled, image, self.tile, self.overlap, self.dtype, self._norms)
+        return translate(self.generator, image, self.dtype)
+
+    def stylize(self, image: Image.Image) -> Image.Image:
+        """A PIL image in, the translated PIL image out, same width and height."""
+        return tensor_to_pil(self.stylize_tensor(pil_to_tensor(image.convert("RGB")).unsqueeze(0)))
+
+    def stylize_batch(self, images: Iterable[Image.Image]) -> list[Image.Image]:
+        """Several images (any sizes); same-size images go through the network together."""
+        images = [im.convert("RGB") for im in images]
+        results: list[Image.Image | None] = [None] * len(images)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            by_size.setdefault(im.size, []).append(i)
+        for size, idx in by_size.items():
+            if self.tile and max(size) > self.tile:
+                for i in idx:
+                    results[i] = self.stylize(images[i])
+                continue
+            batch = torch.stack([pil_to_tensor(images[i]) for i in idx]).to(self.device)
+            with torch.inference_mode():
+                out = translate(self.generator, batch, self.dtype)
+            for i, t in zip(idx, out):
+                results[i] = tensor_to_pil(t)
+        return results  # type: ignore[return-value]
+
+
+def model_options(run_dir: Path | None, overrides: dict[str, object]) -> argparse.Namespace:
+    """The network options of a run (its opt.json, else the reference's defaults), with ``overrides`` applied."""
+    parser = options_mod.build_test_parser()
+    opt = parser.parse_args([])
+    saved = options_mod.load_run_options(run_dir) if run_dir else None
+    opt._explicit = set(overrides)
+    options_mod.apply_run_options(opt, saved)
+    for key, value in overrides.items():
+        if key not in options_mod.MODEL_FLAGS + ("no_dropout",):
+            raise UserError(f"{key!r} is not a model option; use one of: {', '.join(options_mod.MODEL_FLAGS)}")
+        setattr(opt, key, value)
+    if overrides.get("no_dropout"):
+        opt.use_dropout = False
+    options_mod.validate_model(opt)
+    return opt
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")

@@ -24,10 +24,11 @@ MODEL_FLAGS = ("input_nc", "output_nc", "ngf", "ndf", "netG", "netD", "n_layers_
                "upsample", "init_type", "init_gain")
 
 # `--preset cpu`: a small configuration that shows a visible culture style after about 15 minutes on a 2-core
-# CPU. It trades resolution (128 px), capacity (ngf 32, 6 blocks) and training length for speed.
+# CPU. It trades resolution (128 px), capacity (ngf 32, 6 blocks) and training length for speed, and trains in
+# bf16 (--amp), which bench/amp_vs_fp32.py checks does not change the loss curves beyond noise.
 PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": dict(load_size=143, crop_size=128, ngf=32, ndf=32, netG="resnet_6blocks", n_epochs=8,
-                n_epochs_decay=4, display_freq=100, print_freq=50, save_epoch_freq=4),
+    "cpu": dict(load_size=143, crop_size=128, ngf=32, ndf=32, netG="resnet_6blocks", amp=True, num_threads=1,
+                n_epochs=14, n_epochs_decay=10, display_freq=85, print_freq=85, save_epoch_freq=8),
 }
 
 
@@ -125,6 +126,13 @@ def build_train_parser() -> argparse.ArgumentParser:
     o.add_argument("--save_latest_freq", type=int, default=5000, help="save latest weights and full state "
                    "every this many images")
     o.add_argument("--save_epoch_freq", type=int, default=5, help="keep <epoch>_net_*.pth every this many epochs")
+
+    v = p.add_argument_group("live monitoring (Visdom; start the server with `cyclegan-culture visdom`)")
+    v.add_argument("--display_id", type=int, default=0, help="> 0 sends losses and images to Visdom; 0 disables")
+    v.add_argument("--display_server", default="http://localhost", help="the Visdom server's address")
+    v.add_argument("--display_port", type=int, default=8097, help="the Visdom server's port")
+    v.add_argument("--display_env", default=None, help="Visdom environment (default: the run's --name)")
+    v.add_argument("--display_ncols", type=int, default=4, help="images per row in the Visdom grid")
     return p
 
 

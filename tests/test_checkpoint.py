@@ -65,6 +65,21 @@ def test_damaged_training_state_falls_back_to_the_previous_one(tmp_path, caplog)
     assert "resuming from training_state.prev.pt instead" in caplog.text
 
 
+def test_flipped_bits_inside_the_training_state_are_detected(tmp_path, caplog):
+    import torch
+    checkpoint.save_training_state(tmp_path, {"epoch": 1, "w": torch.zeros(1000)})
+    checkpoint.save_training_state(tmp_path, {"epoch": 2, "w": torch.ones(1000)})
+    path = tmp_path / checkpoint.STATE_FILE
+    data = bytearray(path.read_bytes())
+    ones = bytes(torch.ones(1).numpy().tobytes())
+    at = data.index(ones * 4)          # inside the tensor data: the zip structure stays valid
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+    state = checkpoint.load_training_state(tmp_path)
+    assert state["epoch"] == 1
+    assert "checksum mismatch" in caplog.text
+
+
 def test_paths_cannot_escape_their_base(tmp_path):
     assert inside(tmp_path, "run") == (tmp_path / "run").resolve()
     with pytest.raises(UserError, match="outside"):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import hashlib
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.pt"
 PREVIOUS_STATE_FILE = "training_state.prev.pt"
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # {"format", "sha256", "payload": uint8 tensor holding the bytes of torch.save(state)}
 
 
 def safe_load(path: Path) -> Any:
@@ -87,14 +89,33 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 # --- the full training state ------------------------------------------------------------------------------------
 def save_training_state(run_dir: Path, state: dict[str, Any]) -> None:
-    """Write the resume file; the one it replaces is kept as the previous good state."""
+    """Write the resume file, with a SHA-256 of its contents; the one it replaces is kept as the previous good
+    state."""
     run_dir = Path(run_dir)
     path = run_dir / STATE_FILE
     tmp_final = run_dir / (STATE_FILE + ".new")
-    atomic_save({"format": STATE_FORMAT, **state}, tmp_final)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    atomic_save({"format": STATE_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
+                 "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}, tmp_final)
     if path.exists():
         os.replace(path, run_dir / PREVIOUS_STATE_FILE)
     os.replace(tmp_final, path)
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    outer = safe_load(path)
+    if not isinstance(outer, dict) or outer.get("format") != STATE_FORMAT or \
+            not isinstance(outer.get("payload"), torch.Tensor):
+        raise UserError(f"{path}: not a cyclegan-culture training state (format {STATE_FORMAT})")
+    payload = outer["payload"].numpy().tobytes()
+    if hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
+        raise UserError(f"{path}: checksum mismatch, the file is damaged")
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only refusals and decoding errors alike
+        raise UserError(f"{path}: cannot read the training state ({str(exc).splitlines()[0][:160]})") from None
 
 
 def load_training_state(run_dir: Path) -> dict[str, Any]:
@@ -109,9 +130,7 @@ def load_training_state(run_dir: Path) -> dict[str, Any]:
     problems = []
     for path in existing:
         try:
-            state = safe_load(path)
-            if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-                raise UserError(f"{path}: not a cyclegan-culture training state")
+            state = _read_state(path)
         except UserError as exc:
             problems.append(str(exc))
             continue

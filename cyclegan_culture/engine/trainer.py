@@ -33,6 +33,7 @@ from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_save_image, atomic_write_text, inside
 from cyclegan_culture.models.cycle_gan import LOSS_NAMES, VISUAL_NAMES, CycleGANModel
 from cyclegan_culture.viz.html import Cell, Section, culture_block, write_page
+from cyclegan_culture.viz.visdom_monitor import LossPoint, VisdomMonitor
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,13 @@ class RunLog:
         with open(self.loss_log, "a", encoding="utf-8") as f:
             f.write(f"================ Training Loss ({time.strftime('%c')}) ================\n")
 
-    def write(self, epoch: int, epoch_iter: int, total_iters: int, losses: dict[str, float],
+    def write(self, epoch: int, epoch_iter: int, epoch_frac: float, total_iters: int, losses: dict[str, float],
               lrs: dict[str, float], t_comp: float, t_data: float) -> None:
         line = f"(epoch: {epoch}, iters: {epoch_iter}, time: {t_comp:.3f}, data: {t_data:.3f}) "
         line += "".join(f"{k}: {v:.3f} " for k, v in losses.items())
-        record = {"epoch": epoch, "iters": epoch_iter, "total_iters": total_iters, **losses, **lrs,
-                  "sec_per_iter": round(t_comp, 6), "data_sec": round(t_data, 6), "time": time.time()}
+        record = {"epoch": epoch, "iters": epoch_iter, "epoch_frac": round(epoch_frac, 6),
+                  "total_iters": total_iters, **losses, **lrs, "sec_per_iter": round(t_comp, 6),
+                  "data_sec": round(t_data, 6), "time": time.time()}
         with open(self.loss_log, "a", encoding="utf-8") as f:
             f.write(line + "\n")
         with open(self.jsonl, "a", encoding="utf-8") as f:
@@ -175,14 +177,35 @@ class Trainer:
                    f"epochs {self.epoch}..{self.last_epoch}, {remaining} iterations to go on {self.device}; "
                    f"checkpoints in {self.run_dir}")
         self._seconds_per_batch: list[float] = []
+        self.monitor = self._start_monitor() if opt.display_id > 0 else None
         try:
             while self.epoch <= self.last_epoch:
                 if self._run_epoch():
                     return self._finish(interrupted=True)
             return self._finish(interrupted=False)
         finally:
+            if self.monitor:
+                self.monitor.close()
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
+
+    def _start_monitor(self) -> VisdomMonitor:
+        """The Visdom monitor, seeded with the curves logged before the resumed position (if resuming)."""
+        history = []
+        log_file = self.run_dir / "log.jsonl"
+        if self.total_iters and log_file.is_file():
+            for line in log_file.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if "epoch_frac" in rec and rec.get("total_iters", 0) <= self.total_iters:
+                    history.append(LossPoint(rec["epoch_frac"], {k: rec[k] for k in LOSS_NAMES if k in rec},
+                                             {k: rec[k] for k in ("lr_G", "lr_D") if k in rec},
+                                             rec.get("sec_per_iter", 0.0)))
+        opt = self.opt
+        return VisdomMonitor(opt.display_server, opt.display_port, opt.display_env or opt.name,
+                             title=f"{opt.name} ({self.culture.title()})", ncols=opt.display_ncols, history=history)
 
     def _remaining_batches(self) -> int:
         return (self.last_epoch - self.epoch + 1) * self.batches_per_epoch - self.batches_done
@@ -218,11 +241,18 @@ class Trainer:
                 loss_G_count += 1
                 epoch_iter = self.batches_done * opt.batch_size
                 if _crossed(before, self.total_iters, opt.print_freq):
-                    self.run_log.write(self.epoch, epoch_iter, self.total_iters, losses, model.learning_rates(),
-                                       t_comp, t_data)
-                if not opt.no_html and _crossed(before, self.total_iters, opt.display_freq):
-                    self._save_visuals(write_html=_crossed(before, self.total_iters, opt.update_html_freq)
-                                       or len(self.visual_epochs) <= 1)
+                    epoch_frac = self.epoch + min(epoch_iter, len(self.dataset)) / len(self.dataset)
+                    self.run_log.write(self.epoch, epoch_iter, epoch_frac, self.total_iters, losses,
+                                       model.learning_rates(), t_comp, t_data)
+                    if self.monitor:
+                        self.monitor.plot_losses(LossPoint(epoch_frac, losses, model.learning_rates(), t_comp))
+                if _crossed(before, self.total_iters, opt.display_freq):
+                    if not opt.no_html:
+                        self._save_visuals(write_html=_crossed(before, self.total_iters, opt.update_html_freq)
+                                           or len(self.visual_epochs) <= 1)
+                    if self.monitor:
+                        self.monitor.show_visuals({k: np.asarray(tensor_to_pil(v[0])).transpose(2, 0, 1)
+                                                   for k, v in model.current_visuals().items()}, self.epoch)
                 if _crossed(before, self.total_iters, opt.save_latest_freq):
                     self._save(f"saving the latest model (epoch {self.epoch}, total_iters {self.total_iters})")
                 bar.set_postfix_str(self._postfix(losses), refresh=False)

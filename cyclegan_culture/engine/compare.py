@@ -1,0 +1,117 @@
+"""`cyclegan-culture compare`: the same photos rendered by several cultures' models, side by side on one page."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dominate import tags
+from PIL import Image
+from tqdm import tqdm
+
+from cyclegan_culture.data.cultures import Culture, load_culture
+from cyclegan_culture.data.images import BadImage, list_images, load_rgb
+from cyclegan_culture.errors import UserError
+from cyclegan_culture.files import atomic_save_image
+from cyclegan_culture.inference import Stylizer
+from cyclegan_culture.viz.html import Cell, Section, write_page
+
+ROWS_PER_PAGE = 50
+THUMB_SIZE = 256
+
+
+@dataclass
+class CultureModel:
+    name: str             # the run folder's name
+    run_dir: Path
+    culture: Culture
+    stylizer: Stylizer
+
+
+def page_name(index: int) -> str:
+    return "index.html" if index == 0 else f"page{index + 1}.html"
+
+
+def _thumbnail(image: Image.Image) -> Image.Image:
+    thumb = image.copy()
+    thumb.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.LANCZOS)
+    return thumb
+
+
+def load_models(run_dirs: list[str], epoch: str, **stylizer_args: object) -> list[CultureModel]:
+    models, seen = [], set()
+    for raw in run_dirs:
+        run_dir = Path(raw)
+        if run_dir.name in seen:
+            raise UserError(f"--models: two runs are named {run_dir.name!r}; give each run its own folder name")
+        seen.add(run_dir.name)
+        stylizer = Stylizer.from_pretrained(run_dir, epoch=epoch, **stylizer_args)
+        models.append(CultureModel(run_dir.name, run_dir, load_culture(run_dir), stylizer))
+    return models
+
+
+def run_compare(photos: Path, models: list[CultureModel], out: Path, results_dir: Path, epoch: str) -> Path:
+    """Translate every photo with every model; write paginated pages. Returns the first page."""
+    if not models:
+        raise UserError("--models: give at least one run folder (e.g. checkpoints/photo2guohua)")
+    if not photos.is_dir():
+        raise UserError(f"--photos {photos}: folder not found")
+    files, skipped = list_images(photos)
+    if not files:
+        raise UserError(f"--photos {photos}: no images found")
+    rows: list[list[Cell]] = []
+    for path in tqdm(files, desc="compare", unit="photo", dynamic_ncols=True):
+        try:
+            image = load_rgb(path)
+        except BadImage as exc:
+            skipped.append((path, str(exc)))
+            tqdm.write(f"warning: skipped {path}: {exc}")
+            continue
+        stem = "__".join(path.relative_to(photos).with_suffix("").parts)
+        row = [_save_pair(image, out, "input", stem, path.name)]
+        for model in models:
+            row.append(_save_pair(model.stylizer.stylize(image), out, model.name, stem, model.culture.title()))
+        rows.append(row)
+    if not rows:
+        raise UserError(f"--photos {photos}: none of the images could be read")
+    columns = ["photo"] + [m.culture.title() for m in models]
+    pages = [rows[i:i + ROWS_PER_PAGE] for i in range(0, len(rows), ROWS_PER_PAGE)]
+    for index, page_rows in enumerate(pages):
+        intro = [_model_links(models, out, results_dir, epoch), _page_links(index, len(pages))]
+        write_page(out / page_name(index), f"One photo, {len(models)} cultures"
+                   + (f" (page {index + 1} of {len(pages)})" if len(pages) > 1 else ""),
+                   [Section(f"{len(rows)} photos", columns=columns, rows=page_rows)], intro=intro)
+    tqdm.write(f"Compared {len(rows)} photos across {len(models)} cultures"
+               + (f"; skipped {len(skipped)}" if skipped else "") + f". Page: {out / 'index.html'}")
+    return out / "index.html"
+
+
+def _save_pair(image: Image.Image, out: Path, column: str, stem: str, caption: str) -> Cell:
+    full = f"images/{column}/{stem}.png"
+    thumb = f"thumbs/{column}/{stem}.png"
+    atomic_save_image(image, out / full)
+    atomic_save_image(_thumbnail(image), out / thumb)
+    return Cell(thumb, caption, link=full)
+
+
+def _model_links(models: list[CultureModel], out: Path, results_dir: Path, epoch: str) -> tags.html_tag:
+    """Per culture: its description and a link to that model's own test gallery, where one exists."""
+    block = tags.ul()
+    for model in models:
+        item = tags.li(tags.b(model.culture.title()), f" — model {model.name}")
+        gallery = results_dir / model.name / f"test_{epoch}" / "index.html"
+        if gallery.is_file():
+            item.add(" — ", tags.a("its test gallery", href=os.path.relpath(gallery, out)))
+        if model.culture.description:
+            item.add(tags.br(), tags.small(model.culture.description))
+        block.add(item)
+    return block
+
+
+def _page_links(index: int, count: int) -> tags.html_tag:
+    nav = tags.p()
+    if count > 1:
+        for i in range(count):
+            nav.add(tags.a(f"page {i + 1}", href=page_name(i)) if i != index else tags.b(f"page {i + 1}"), " ")
+    return nav

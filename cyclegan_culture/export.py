@@ -1,0 +1,79 @@
+"""`cyclegan-culture export`: a run's generator as TorchScript or ONNX, checked against PyTorch.
+
+The exported graph takes a (N, 3, H, W) float tensor in [-1, 1] with H and W multiples of 4 (pad and crop back
+as ``inference.translate`` does) and returns the same shape; height and width are dynamic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cyclegan_culture.errors import UserError
+from cyclegan_culture.files import inside
+
+TOLERANCE = 1e-4
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    max_abs_diff: float
+    checked_size: tuple[int, int]
+
+
+def export_generator(net: nn.Module, fmt: str, out: Path, check_size: tuple[int, int] = (200, 300)) -> ExportResult:
+    """Export ``net`` (in eval mode, fp32, CPU) and check it on a random image of ``check_size``, which differs
+    from the tracing size so that dynamic height and width are exercised."""
+    net = net.float().cpu().eval().to(memory_format=torch.contiguous_format)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.rand(1, 3, 256, 256) * 2 - 1
+    check = torch.rand(1, 3, *check_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.inference_mode():
+        expected = net(check)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        if fmt == "torchscript":
+            with torch.no_grad():
+                traced = torch.jit.trace(net, example)
+            traced.save(str(tmp))
+            loaded = torch.jit.load(str(tmp))
+            with torch.inference_mode():
+                got = loaded(check)
+        elif fmt == "onnx":
+            got = torch.from_numpy(_export_onnx(net, example, tmp, check))
+        else:
+            raise UserError(f"--format {fmt!r}: use torchscript or onnx")
+        diff = float((got - expected).abs().max())
+        if not diff < TOLERANCE:
+            raise UserError(f"exported {fmt} differs from PyTorch by {diff:.2e} (> {TOLERANCE}); not written")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportResult(out, diff, check_size)
+
+
+def _export_onnx(net: nn.Module, example: torch.Tensor, path: Path, check: torch.Tensor):
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("ONNX export is checked with onnxruntime: pip install onnx onnxruntime "
+                        "(or pip install -e '.[export]')") from None
+    import warnings
+
+    with warnings.catch_warnings():  # the exporter's notes on instance norm and slicing are expected here
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (example,), str(path), input_names=["image"], output_names=["translated"],
+                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                        "translated": {0: "batch", 2: "height", 3: "width"}},
+                          opset_version=17, dynamo=False)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": check.numpy()})[0]
+
+
+def default_output(run_dir: Path, fmt: str) -> Path:
+    return inside(run_dir, f"generator.{'pt' if fmt == 'torchscript' else 'onnx'}")
