@@ -40,4 +40,5 @@ b infer --crop 256 --iters 5 --amp
 b testpy --crop 256 --images 50
 b testpy --crop 256 --images 50 --amp
 b testpy --crop 256 --images 50 --reference_step
+"$PY" bench/memory_soak.py --iters 5000 | tee -a "$J"
 echo "table: $T"

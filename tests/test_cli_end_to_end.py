@@ -136,3 +136,19 @@ def test_wrappers_and_console_script_run_as_subprocesses(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cyclegan_culture", "train", "--dataroot", str(tmp_path / "nope")],
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_hostile_strings_in_run_names_options_and_culture_are_escaped(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    hostile = "<script>alert(1)<"
+    (data / "culture.json").write_text(json.dumps({"name": hostile, "native_name": hostile, "region": hostile,
+                                                   "period": hostile, "description": hostile}), encoding="utf-8")
+    name = "<img src=x onerror=alert(1)>"
+    assert main(["train", *train_args(data, tmp_path / "ckpt", name)]) == 0
+    assert main(["test", "--dataroot", str(data), "--name", name, "--checkpoints_dir", str(tmp_path / "ckpt"),
+                 "--results_dir", str(tmp_path / "res"), "--gpu_ids", "-1"]) == 0
+    pages = [tmp_path / "ckpt" / name / "web" / "index.html", tmp_path / "res" / name / "test_latest" / "index.html"]
+    for page in pages:
+        html = page.read_text(encoding="utf-8")
+        assert "<script>alert" not in html and "<img src=x" not in html, page
+        assert "&lt;script&gt;alert(1)&lt;" in html

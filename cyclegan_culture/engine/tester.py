@@ -74,7 +74,9 @@ def run_test(opt: argparse.Namespace) -> TestResult:
             tqdm.write(f"warning: {folder} not found; no {src} -> {dst} translations")
             continue
         files, listing_skipped = image_folder(opt.dataroot, folder_name)
-        skipped += [(str(p), r) for p, r in listing_skipped]
+        for path, reason in listing_skipped:
+            skipped.append((str(path), reason))
+            tqdm.write(f"warning: skipped {path}: {reason}")
         files = files[: opt.num_test] if opt.num_test else files
         section = Section(f"{_domain_name(culture, src)} -> {_domain_name(culture, dst)}",
                           columns=("input", "translation", "reconstruction"))

@@ -146,6 +146,8 @@ class Trainer:
 
         self.culture = load_culture(opt.dataroot)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.run_dir.glob(".*.tmp"):  # half-written files of a process killed while saving
+            stale.unlink(missing_ok=True)
         options_mod.save_options(opt, parser, self.run_dir)
         atomic_write_text(self.run_dir / CULTURE_FILE,
                           json.dumps(self.culture.to_dict(), indent=2, ensure_ascii=False))
