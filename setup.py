@@ -19,6 +19,7 @@ setup(
         "dominate>=2.8",
         "scikit-image>=0.21",
         "tqdm>=4.60",
+        "matplotlib>=3.6",  # the analysis report's plots
     ],
     extras_require={
         # live monitoring; visdom 0.2.4 is a source package that needs setuptools<81 to build (see the Makefile)

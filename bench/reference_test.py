@@ -39,7 +39,7 @@ def main() -> None:
     nets = {}
     for name in ("G_A", "G_B"):
         net = define_G(3, 3, args.ngf, args.netG)
-        net.load_state_dict(torch.load(Path(args.run_dir) / f"latest_net_{name}.pth", map_location="cpu"))
+        net.load_state_dict(torch.load(Path(args.run_dir) / f"latest_net_{name}.pth", map_location="cpu", weights_only=True))
         nets[name] = net
     a_files = sorted((Path(args.dataroot) / "testA").iterdir())
     b_files = sorted((Path(args.dataroot) / "testB").iterdir())

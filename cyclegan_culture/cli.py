@@ -133,6 +133,31 @@ def _export(argv: list[str]) -> int:
     return 0
 
 
+def _analyze(argv: list[str]) -> int:
+    from pathlib import Path
+
+    from cyclegan_culture.eval.analysis import analyze
+    from cyclegan_culture.options import ArgumentParser
+
+    p = ArgumentParser(prog="cyclegan-culture analyze",
+                       description="Measure how cultures' visual languages differ, in real art and in models' output.")
+    p.add_argument("--datasets", nargs="+", required=True, help="dataset folders, e.g. datasets/photo2guohua ...")
+    p.add_argument("--models", nargs="*", default=[], help="run folders whose translations to score")
+    p.add_argument("--out", default="results/analysis", help="output folder (report, features.csv, summary.json)")
+    p.add_argument("--max_images", type=int, default=None, help="at most this many images per group")
+    p.add_argument("--epoch", default="latest")
+    p.add_argument("--inception-weights", dest="inception_weights", default=None,
+                   help="Inception-v3 weights file for FID/KID (nothing is downloaded)")
+    args = p.parse_args(argv)
+    if args.max_images is not None and args.max_images <= 0:
+        raise UserError(f"--max_images must be positive, got {args.max_images}")
+    summary = analyze([Path(d) for d in args.datasets], [Path(m) for m in args.models], Path(args.out),
+                      args.max_images, args.epoch, Path(args.inception_weights) if args.inception_weights else None)
+    print(f"Classifier accuracy {summary['classifier']['accuracy']:.3f} over {len(summary['groups'])} groups; "
+          f"report: {Path(args.out) / 'index.html'}")
+    return 0
+
+
 def _visdom(argv: list[str]) -> int:
     from cyclegan_culture.options import ArgumentParser
     from cyclegan_culture.viz import visdom_server
@@ -163,6 +188,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "stylize": (_stylize, "translate your own images, any size (files or folders)"),
     "compare": (_compare, "the same photos rendered by several cultures' models, on one page"),
     "export": (_export, "export a generator to TorchScript or ONNX"),
+    "analyze": (_analyze, "measure how cultures differ, in real art and in models' translations"),
     "visdom": (_visdom, "start a Visdom server for live monitoring, offline (--install-assets: only install)"),
 }
 

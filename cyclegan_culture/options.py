@@ -117,6 +117,15 @@ def build_train_parser() -> argparse.ArgumentParser:
     t.add_argument("--lambda_identity", type=float, default=0.5,
                    help="identity loss weight, relative to lambda_A/lambda_B (0 disables)")
     t.add_argument("--pool_size", type=int, default=50, help="replay buffer of generated images (0 disables)")
+    t.add_argument("--eval_freq", type=int, default=0, help="every this many epochs, measure content SSIM, style "
+                   "score and cycle PSNR on a fixed subset of photos (0: never)")
+    t.add_argument("--early_stop_patience", type=int, default=0, help="stop when --early_stop_metric has not "
+                   "improved for this many evaluations (0: never); the best weights are kept as best_net_*.pth")
+    t.add_argument("--early_stop_metric", default="style_score", choices=["style_score", "content_ssim", "cycle_psnr"])
+    t.add_argument("--finetune_from", default=None, help="start from another run's weights (a run folder)")
+    t.add_argument("--finetune_epoch", default="latest", help="which of its checkpoints: latest or an epoch")
+    t.add_argument("--freeze", nargs="*", default=[], help="keep these fixed: G_A, G_B, D_A, D_B, or generator "
+                   "parts G_A.encoder, G_A.blocks, G_A.decoder (and G_B.*)")
 
     o = p.add_argument_group("output")
     o.add_argument("--print_freq", type=int, default=100, help="log losses every this many images")
@@ -227,6 +236,10 @@ def validate_data(opt: argparse.Namespace) -> None:
 def validate_train(opt: argparse.Namespace) -> None:
     validate_model(opt)
     validate_data(opt)
+    if opt.eval_freq < 0 or opt.early_stop_patience < 0:
+        raise UserError("--eval_freq and --early_stop_patience must be 0 or more")
+    if opt.early_stop_patience and not opt.eval_freq:
+        raise UserError("--early_stop_patience needs --eval_freq (how often to evaluate)")
     for flag in ("n_epochs", "n_epochs_decay", "pool_size", "print_freq", "display_freq", "update_html_freq",
                  "save_latest_freq", "save_epoch_freq", "lr_decay_iters"):
         value = getattr(opt, flag)

@@ -88,7 +88,7 @@ def messy(tmp_path_factory):
     return root, data, expect
 
 
-def assert_each_file_handled(output: str, expect: dict[str, bool]) -> None:
+def assert_each_file_handled(output: str, expect: dict[str, bool], times: int = 1) -> None:
     assert "Traceback" not in output
     skipped_lines = [l for l in output.splitlines() if l.startswith("warning: skipped ")]
     for name, ok in expect.items():
@@ -96,8 +96,8 @@ def assert_each_file_handled(output: str, expect: dict[str, bool]) -> None:
         if ok:
             assert not named, f"{name} should have been processed: {named}"
         else:
-            assert len(named) == 1, f"{name} should be skipped once with a reason, got {named}"
-            assert named[0].split(name, 1)[1].startswith(": ") and len(named[0].split(name, 1)[1]) > 4
+            assert len(named) == times, f"{name} should be skipped {times}x with a reason, got {named}"
+            assert all(line.split(name, 1)[1].startswith(": ") and len(line.split(name, 1)[1]) > 4 for line in named)
     assert not any(".hidden" in l or "notes.txt" in l for l in skipped_lines)
 
 
@@ -139,6 +139,17 @@ def test_stylize_handles_the_corpus(messy):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_each_file_handled(proc.stdout + proc.stderr, expect)
     assert (root / "styled" / "animated.png").exists() and (root / "styled" / "subfolder" / "nested.png").exists()
+
+
+def test_analyze_handles_the_corpus(messy):
+    root, data, expect = messy
+    proc = run("-m", "cyclegan_culture", "analyze", "--datasets", str(data), "--out", str(root / "analysis"),
+               cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert_each_file_handled(output, expect, times=2)  # trainA and testA hold the same corpus
+    summary = __import__("json").loads((root / "analysis" / "summary.json").read_text())
+    assert summary["skipped"] == 2 * sum(not ok and name != "dangling_link.png" for name, ok in expect.items())
 
 
 @pytest.mark.parametrize("layout, message", [

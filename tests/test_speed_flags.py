@@ -79,14 +79,15 @@ def test_channels_last_matches_contiguous_within_1e_5():
 
 
 def test_batched_identity_pass_equals_separate_calls():
-    model = tiny_model()
+    model = tiny_model("--amp")
     model.set_input(batch())
-    with torch.no_grad():
+    with torch.no_grad(), model._autocast():
         model.forward()
         separate = model.G_A(model.real_B), model.G_B(model.real_A), model.G_A(model.real_A)
-    assert torch.allclose(model.idt_A, separate[0], atol=1e-6)
-    assert torch.allclose(model.idt_B, separate[1], atol=1e-6)
-    assert torch.allclose(model.fake_B, separate[2], atol=1e-6)
+    # bf16 arithmetic: equal up to bf16 rounding (8 bits of mantissa)
+    assert torch.allclose(model.idt_A.float(), separate[0].float(), atol=2e-2)
+    assert torch.allclose(model.idt_B.float(), separate[1].float(), atol=2e-2)
+    assert torch.allclose(model.fake_B.float(), separate[2].float(), atol=2e-2)
 
 
 def test_translate_with_amp_returns_fp32_of_the_input_size():

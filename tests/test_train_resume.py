@@ -160,3 +160,45 @@ def test_nan_loss_stops_with_the_loss_named_and_keeps_the_last_checkpoint(tiny_d
     state = checkpoint.load_training_state(tmp_path / "run")
     assert state["total_iters"] == 4   # the end-of-epoch save before the poison
     assert all(torch.isfinite(v).all() for v in state["model"]["nets"]["G_A"].values())
+
+
+def test_freeze_keeps_parts_fixed_and_finetune_starts_from_another_run(tiny_dataset, tmp_path):
+    source = make_trainer(tiny_dataset, tmp_path / "a", "--n_epochs", "1", "--n_epochs_decay", "0").run()
+    src = weights(source.run_dir)
+    t = make_trainer(tiny_dataset, tmp_path / "b", "--n_epochs", "1", "--n_epochs_decay", "0",
+                     "--finetune_from", str(source.run_dir), "--freeze", "G_A.encoder", "D_B")
+    start = {k: v.clone() for k, v in t.model.G_A.state_dict().items()}
+    assert all(torch.equal(start[k], src["G_A"][k]) for k in start)  # began from the other run's weights
+    t.run()
+    after = weights(t.run_dir)
+    encoder = {k for k in start if int(k.split(".")[1]) < 10}  # model.0 .. model.9: before the residual blocks
+    assert all(torch.equal(after["G_A"][k], src["G_A"][k]) for k in encoder)
+    assert all(torch.equal(after["D_B"][k], src["D_B"][k]) for k in src["D_B"])
+    assert any(not torch.equal(after["G_A"][k], src["G_A"][k]) for k in start if k not in encoder)
+
+
+def test_unknown_freeze_name_is_a_clear_error(tiny_dataset, tmp_path):
+    with pytest.raises(UserError, match="--freeze G_A.middle: unknown"):
+        make_trainer(tiny_dataset, tmp_path, "--freeze", "G_A.middle")
+
+
+def test_eval_freq_logs_metrics_keeps_best_weights_and_stops_early(tiny_dataset, tmp_path):
+    t = make_trainer(tiny_dataset, tmp_path, "--n_epochs", "6", "--n_epochs_decay", "0", "--eval_freq", "1",
+                     "--early_stop_patience", "2", "--early_stop_metric", "cycle_psnr")
+    values = []
+    original = t.evaluator.__call__
+
+    class Scripted:  # a metric that peaks at epoch 2, so patience 2 stops after epoch 4
+        def __call__(self, G_A, G_B, device):
+            real = original(G_A, G_B, device)
+            values.append(real)
+            return {**real, "cycle_psnr": [1.0, 3.0, 2.0, 2.5, 9.0, 9.0][len(values) - 1]}
+    t.evaluator = Scripted()
+    result = t.run()
+    assert not result.interrupted and len(values) == 4 and result.epoch == 5
+    for real in values:
+        assert 0 <= real["style_score"] <= 1 and -1 <= real["content_ssim"] <= 1 and real["cycle_psnr"] > 0
+    records = [json.loads(l) for l in (t.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    assert (t.run_dir / "best_net_G_A.pth").is_file()
+    assert checkpoint.load_training_state(t.run_dir)["early_stop"]["best_epoch"] == 2

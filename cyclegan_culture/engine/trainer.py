@@ -30,7 +30,10 @@ from cyclegan_culture.data.transforms import Preprocess
 from cyclegan_culture.data.unpaired import EpochSampler, UnpairedDataset
 from cyclegan_culture.engine import checkpoint
 from cyclegan_culture.errors import UserError
+from cyclegan_culture.eval.during_training import TrainingEvaluator
+from cyclegan_culture.eval.metrics import append_jsonl
 from cyclegan_culture.files import atomic_save_image, atomic_write_text, inside
+from cyclegan_culture.models import networks
 from cyclegan_culture.models.cycle_gan import LOSS_NAMES, VISUAL_NAMES, CycleGANModel
 from cyclegan_culture.viz.html import Cell, Section, culture_block, write_page
 from cyclegan_culture.viz.visdom_monitor import LossPoint, VisdomMonitor
@@ -48,7 +51,12 @@ class TrainResult:
 
 
 def select_device(gpu_ids: list[int]) -> torch.device:
-    return torch.device(f"cuda:{gpu_ids[0]}") if gpu_ids else torch.device("cpu")
+    """The first listed GPU, or the CPU. On CUDA, cuDNN picks the fastest convolution algorithms for the
+    (fixed) training and test shapes; exact resume is promised on CPU only."""
+    if gpu_ids:
+        torch.backends.cudnn.benchmark = True
+        return torch.device(f"cuda:{gpu_ids[0]}")
+    return torch.device("cpu")
 
 
 def seed_everything(seed: int) -> None:
@@ -129,6 +137,14 @@ class Trainer:
             self.epoch, self.batches_done, self.total_iters = (state["epoch"], state["batches_done"],
                                                                state["total_iters"])
             checkpoint.restore_rng_states(state["rng"])
+        elif opt.finetune_from:
+            self._load_finetune_weights(Path(opt.finetune_from), opt.finetune_epoch)
+        if opt.freeze:
+            try:
+                frozen = self.model.freeze(opt.freeze)
+            except ValueError as exc:
+                raise UserError(f"--freeze {exc}: unknown; use {', '.join(CycleGANModel.FREEZABLE)}") from None
+            tqdm.write(f"Frozen: {', '.join(opt.freeze)} ({frozen / 1e6:.2f} M parameters kept fixed)")
         if opt.verbose:
             for name, net in self.model.nets.items():
                 print(name, net, f"parameters: {sum(p.numel() for p in net.parameters()) / 1e6:.3f} M")
@@ -151,8 +167,29 @@ class Trainer:
         options_mod.save_options(opt, parser, self.run_dir)
         atomic_write_text(self.run_dir / CULTURE_FILE,
                           json.dumps(self.culture.to_dict(), indent=2, ensure_ascii=False))
+        self.evaluator = TrainingEvaluator(self.dataset.A_paths, self.dataset.B_paths) if opt.eval_freq else None
+        self.early_stop = (state or {}).get("early_stop") or {"best": None, "best_epoch": None, "bad_evals": 0}
+        self.early_stopped = False
         self.web_dir = self.run_dir / "web"
         self.visual_epochs: list[int] = sorted(self._existing_visual_epochs(), reverse=True)
+
+    def _load_finetune_weights(self, run: Path, epoch: str) -> None:
+        """Start from another run's weights (same architecture); its optimizer state is not taken."""
+        if not run.is_dir():
+            raise UserError(f"--finetune_from {run}: run folder not found")
+        for name, net in self.model.nets.items():
+            path = checkpoint.network_path(run, epoch, name)
+            if not path.is_file():
+                if name.startswith("G"):
+                    raise UserError(f"--finetune_from: {path} not found; check --finetune_epoch")
+                tqdm.write(f"note: {path} not found; {name} starts from scratch")
+                continue
+            try:
+                networks.load_network_state(net, checkpoint.load_network_weights(path))
+            except ValueError as exc:
+                raise UserError(f"--finetune_from: {path} does not fit this run's architecture ({str(exc)[:160]}); "
+                                "use the same --netG/--ngf/--ndf/--norm as that run") from None
+        tqdm.write(f"Fine-tuning from {run} (epoch {epoch})")
 
     # --- control ----------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -182,8 +219,8 @@ class Trainer:
         self.monitor = self._start_monitor() if opt.display_id > 0 else None
         try:
             while self.epoch <= self.last_epoch:
-                if self._run_epoch():
-                    return self._finish(interrupted=True)
+                if self._run_epoch():  # stopped on request, or early
+                    return self._finish(interrupted=not self.early_stopped)
             return self._finish(interrupted=False)
         finally:
             if self.monitor:
@@ -275,13 +312,42 @@ class Trainer:
         checkpoint.save_networks(model.nets, self.run_dir, "latest")
         if self.epoch % opt.save_epoch_freq == 0 or self.epoch == self.last_epoch:
             checkpoint.save_networks(model.nets, self.run_dir, self.epoch)
+        if self.evaluator and self.epoch % opt.eval_freq == 0:
+            self._evaluate()
         skipped_note = f", {len(self.skipped)} files skipped so far" if self.skipped else ""
         tqdm.write(f"End of epoch {self.epoch}/{self.last_epoch}: {time.time() - epoch_start:.1f} s, "
                    f"lr {model.learning_rates()['lr_G']:.7f}{skipped_note}")
         self.epoch += 1
         self.batches_done = 0
         self._save_state()
-        return False
+        return self.early_stopped
+
+    def _evaluate(self) -> None:
+        """Score the generators on the fixed validation photos; keep the best weights; maybe stop early."""
+        opt = self.opt
+        results = self.evaluator(self.model.G_A, self.model.G_B, self.device)
+        record = {"kind": "train_eval", "epoch": self.epoch, "total_iters": self.total_iters, **results}
+        append_jsonl(self.run_dir / "metrics.jsonl", record)
+        with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"epoch": self.epoch, "total_iters": self.total_iters,
+                                **{f"eval_{k}": v for k, v in results.items()}}) + "\n")
+        if self.monitor:
+            self.monitor.plot_losses(LossPoint(self.epoch + 1.0, {f"eval_{k}": v for k, v in results.items()}, {},
+                                               float("nan")))
+        value = results[opt.early_stop_metric]
+        early = self.early_stop
+        if early["best"] is None or value > early["best"]:
+            early.update(best=value, best_epoch=self.epoch, bad_evals=0)
+            checkpoint.save_networks(self.model.nets, self.run_dir, "best")
+        else:
+            early["bad_evals"] += 1
+        tqdm.write("Evaluation at epoch {}: {} (best {} {:.4f} at epoch {})".format(
+            self.epoch, ", ".join(f"{k} {v:.4f}" for k, v in results.items()), opt.early_stop_metric,
+            early["best"], early["best_epoch"]))
+        if opt.early_stop_patience and early["bad_evals"] >= opt.early_stop_patience:
+            self.early_stopped = True
+            tqdm.write(f"Early stop: {opt.early_stop_metric} has not improved for {early['bad_evals']} evaluations; "
+                       f"the best weights (epoch {early['best_epoch']}) are best_net_*.pth")
 
     def _postfix(self, losses: dict[str, float]) -> str:
         recent = self._seconds_per_batch[-50:]
@@ -313,6 +379,7 @@ class Trainer:
         checkpoint.save_training_state(self.run_dir, {
             "epoch": self.epoch, "batches_done": self.batches_done, "total_iters": self.total_iters,
             "model": self.model.state_dict(), "rng": checkpoint.capture_rng_states(),
+            "early_stop": dict(self.early_stop),
             "options": options_mod.options_dict(self.opt),
         })
 

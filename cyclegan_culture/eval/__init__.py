@@ -1,0 +1,1 @@
+"""Evaluation: culture fingerprints, metrics, and the analysis of how cultures differ."""

@@ -1,0 +1,83 @@
+"""The analysis: a classifier on two synthetic "cultures", and an end-to-end analyze run on tiny data."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+from PIL import Image
+
+from cyclegan_culture.cli import main
+from cyclegan_culture.eval import metrics
+from cyclegan_culture.eval.analysis import SoftmaxClassifier, cross_validate
+from tests.conftest import TINY, write_image
+
+
+def test_classifier_separates_two_synthetic_cultures():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, (40, 6))
+    b = rng.normal(0, 1, (40, 6))
+    b[:, 2] += 3.0  # the one feature that differs
+    X, y = np.vstack([a, b]), np.array([0] * 40 + [1] * 40)
+    cv = cross_validate(X, y, 2)
+    assert cv["accuracy"] > 0.9 and np.array(cv["confusion"]).sum() == 80
+    model = SoftmaxClassifier().fit(X, y, 2)
+    assert abs(model.W[2, 1] - model.W[2, 0]) > max(abs(model.W[i, 1] - model.W[i, 0]) for i in (0, 1, 3, 4, 5))
+    noise = cross_validate(rng.normal(0, 1, (80, 6)), y, 2)
+    assert noise["accuracy"] < 0.75  # no signal, no accuracy
+
+
+def test_metrics_registry_and_log():
+    img = np.random.default_rng(1).random((32, 32, 3))
+    values = metrics.compute(["ssim_grey", "psnr"], img, img)
+    assert values["ssim_grey"] == 1.0 and values["psnr"] == float("inf")
+    assert metrics.compute(["ssim_grey"], img, 1 - img)["ssim_grey"] < 0.5
+
+
+def make_culture_dataset(root, name, colour, seed, photos_from=None):
+    rng = np.random.default_rng(seed)
+    for split, n in (("trainA", 6), ("testA", 3)):
+        if photos_from is not None:  # share the photos, as the embedded datasets do
+            root.mkdir(parents=True, exist_ok=True)
+            (root / split).symlink_to(photos_from / split)
+            continue
+        for i in range(n):
+            write_image(root / split / f"p{i}.png", (48, 40), seed * 10 + i)
+    for split, n in (("trainB", 6), ("testB", 3)):
+        (root / split).mkdir(parents=True)
+        for i in range(n):
+            arr = np.full((40, 48, 3), colour, np.uint8)
+            arr[10:20, 5:40] = rng.integers(0, 80, 3)  # a dark stroke on a flat ground
+            Image.fromarray(arr).save(root / split / f"{name}{i}.png")
+    (root / "culture.json").write_text(json.dumps({"name": name.title(), "native_name": "<b>x</b>",
+                                                   "domain_B": name}), encoding="utf-8")
+    return root
+
+
+def test_analyze_end_to_end_writes_every_output(tmp_path):
+    ink = make_culture_dataset(tmp_path / "photo2ink", "ink", (235, 228, 210), 1)
+    pop = make_culture_dataset(tmp_path / "photo2pop", "pop", (250, 40, 140), 2, photos_from=ink)
+    assert main(["train", "--dataroot", str(ink), "--name", "ink_model", "--checkpoints_dir", str(tmp_path / "ckpt"),
+                 *TINY, "--n_epochs", "1", "--n_epochs_decay", "0"]) == 0
+    out = tmp_path / "analysis"
+    assert main(["analyze", "--datasets", str(ink), str(pop), "--models", str(tmp_path / "ckpt" / "ink_model"),
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [g["key"] for g in summary["groups"]] == ["photo", "ink", "pop"]
+    assert summary["groups"][0]["images"] == 9  # the shared photo folders are counted once per file
+    assert summary["classifier"]["accuracy"] > 0.8
+    assert len(summary["distance_matrix"]["values"]) == 3
+    assert summary["fid_kid"]["status"] == "skipped"
+    model = summary["models"][0]
+    assert model["images"] == 3 and 0 <= model["style_score"] <= 1 and -1 <= model["content_ssim_grey"] <= 1
+    assert set(model["feature_shifts"]["blank_space"]) == {"photos", "translations", "culture"}
+    with open(out / "features.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 9 + 9 + 9 + 3 and "blank_space" in rows[0]
+    for plot in ("palettes", "fingerprints", "distributions", "distance", "confusion"):
+        assert (out / "plots" / f"{plot}.png").stat().st_size > 1000
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert "&lt;b&gt;x&lt;/b&gt;" in html and "plots/confusion.png" in html
+    assert len((tmp_path / "ckpt" / "ink_model" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
