@@ -244,7 +244,7 @@ class Trainer:
                                              rec.get("sec_per_iter", 0.0)))
         opt = self.opt
         return VisdomMonitor(opt.display_server, opt.display_port, opt.display_env or opt.name,
-                             title=f"{opt.name} ({self.culture.title()})", ncols=opt.display_ncols, history=history)
+                             title=self.culture.title(), ncols=opt.display_ncols, history=history)
 
     def _remaining_batches(self) -> int:
         return (self.last_epoch - self.epoch + 1) * self.batches_per_epoch - self.batches_done

@@ -55,24 +55,19 @@ def render_page(title: str, sections: Iterable[Section], intro: Iterable[tags.ht
         tags.style(STYLE)
         if refresh_seconds:
             tags.meta(http_equiv="refresh", content=str(refresh_seconds))
-    with doc:
-        tags.h1(title)
-        for element in intro:
-            doc.body.add(element)
-        for section in sections:
-            tags.h3(section.heading)
-            with tags.table(cls="grid"):
-                if section.columns:
-                    with tags.tr():
-                        for column in section.columns:
-                            tags.th(column)
-                for row in section.rows:
-                    with tags.tr():
-                        for cell in row:
-                            with tags.td():
-                                with tags.a(href=url(cell.link or cell.image)):
-                                    tags.img(src=url(cell.image), alt=cell.caption, loading="lazy")
-                                tags.p(cell.caption, cls="caption")
+    # built with explicit add() calls, not `with` blocks, so the order is exactly the order written here
+    doc.body.add(tags.h1(title))
+    for element in intro:
+        doc.body.add(element)
+    for section in sections:
+        doc.body.add(tags.h3(section.heading))
+        table = doc.body.add(tags.table(cls="grid"))
+        if section.columns:
+            table.add(tags.tr([tags.th(column) for column in section.columns]))
+        for row in section.rows:
+            table.add(tags.tr([tags.td(tags.a(tags.img(src=url(cell.image), alt=cell.caption, loading="lazy"),
+                                              href=url(cell.link or cell.image)),
+                                       tags.p(cell.caption, cls="caption")) for cell in row]))
     return doc.render()
 
 

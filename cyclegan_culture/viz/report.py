@@ -50,7 +50,7 @@ def plot_palettes(groups, out: Path) -> str:
         ax.set_xlim(0, 1)
         ax.set_yticks([])
         ax.set_xticks([])
-        ax.set_ylabel(group.title, rotation=0, ha="right", va="center", fontsize=9)
+        ax.set_ylabel(group.key, rotation=0, ha="right", va="center", fontsize=9)  # ASCII: plot fonts lack CJK
     fig.suptitle("Dominant palettes (k-means, share of pixels)", fontsize=10)
     return _save(fig, out / "plots" / "palettes.png")
 
@@ -93,7 +93,7 @@ def plot_fingerprint_bars(groups, X: np.ndarray, y: np.ndarray, out: Path) -> st
     fig, ax = plt.subplots(figsize=(12, 3.8))
     width = 0.8 / len(groups)
     for i, group in enumerate(groups):
-        ax.bar(np.arange(len(fp.FEATURES)) + i * width, means[i], width, label=group.title)
+        ax.bar(np.arange(len(fp.FEATURES)) + i * width, means[i], width, label=group.key)
     ax.set_xticks(np.arange(len(fp.FEATURES)) + 0.4 - width / 2, fp.FEATURES, rotation=45, ha="right", fontsize=8)
     ax.axhline(0, color="black", linewidth=0.5)
     ax.set_ylabel("standardised mean")

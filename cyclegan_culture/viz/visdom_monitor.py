@@ -139,10 +139,11 @@ class VisdomMonitor:
         if not len(x):
             return
         for key, y in series.items():
-            kind = "seconds per iteration" if key == "sec_per_iter" else \
-                ("learning rate " if key.startswith("lr_") else "loss ") + key
+            # short titles: the environment already names the run, and the image grid names the culture
+            title = "seconds per iteration" if key == "sec_per_iter" else \
+                ("learning rate " if key.startswith("lr_") else "" if key.startswith("eval_") else "loss ") + key
             self._client.line(X=x, Y=y, win=f"plot_{key}", env=self.env,
-                              opts={"title": f"{self.title}: {kind}", "xlabel": "epoch", "ylabel": key})
+                              opts={"title": title, "xlabel": "epoch", "ylabel": key})
 
     def _send_images(self, visuals: dict[str, np.ndarray], epoch: int) -> None:
         labels = list(visuals)
