@@ -116,6 +116,16 @@ def summarize(times: list[float]) -> dict:
             "min_s": round(min(times), 4), "n": len(times)}
 
 
+def timed_step(model: CycleGANModel, step, batch: dict, device: torch.device) -> float:
+    """Seconds for one training step, including moving the batch in and waiting for the GPU."""
+    t0 = time.perf_counter()
+    model.set_input(batch)
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
 def bench_train(args: argparse.Namespace) -> dict:
     opt = model_opt(args)
     device = torch.device(args.device)
@@ -137,13 +147,9 @@ def bench_train(args: argparse.Namespace) -> dict:
     times = []
     start = time.perf_counter()
     for i in range(args.warmup + args.iters):
-        t0 = time.perf_counter()
-        model.set_input(batch)
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        elapsed = timed_step(model, step, batch, device)
         if i >= args.warmup:
-            times.append(time.perf_counter() - t0)
+            times.append(elapsed)
         if i == args.warmup - 1:
             warm_s = time.perf_counter() - start
     result = {"kind": "train", **config(args), **summarize(times), "warmup_s": round(warm_s, 2),
@@ -168,13 +174,9 @@ def bench_compare(args: argparse.Namespace) -> dict:
     times: dict[str, list[float]] = {"reference": [], "ours": []}
     for i in range(args.warmup + args.iters):
         for name, model, step in (("reference", reference, ref_step), ("ours", ours, ours.optimize_parameters)):
-            t0 = time.perf_counter()
-            model.set_input(batch)
-            step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            elapsed = timed_step(model, step, batch, device)
             if i >= args.warmup:
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(elapsed)
     ref, mine = statistics.median(times["reference"]), statistics.median(times["ours"])
     return {"kind": "compare", **config(args), "reference_median_s": round(ref, 4), "ours_median_s": round(mine, 4),
             "speedup": round(ref / mine, 3), "reference": summarize(times["reference"]), "ours": summarize(times["ours"])}
