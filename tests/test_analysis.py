@@ -81,3 +81,35 @@ def test_analyze_end_to_end_writes_every_output(tmp_path):
     assert "&lt;b&gt;x&lt;/b&gt;" in html and "plots/confusion.png" in html
     assert len((tmp_path / "ckpt" / "ink_model" / "metrics.jsonl").read_text().splitlines()) == 1
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_report_renders_every_plot_in_headless_chromium(tmp_path):
+    import shutil
+    import subprocess
+
+    import pytest
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium; CI installs it)")
+    ink = make_culture_dataset(tmp_path / "photo2ink", "ink", (235, 228, 210), 1)
+    pop = make_culture_dataset(tmp_path / "photo2pop", "pop", (250, 40, 140), 2, photos_from=ink)
+    out = tmp_path / "analysis"
+    assert main(["analyze", "--datasets", str(ink), str(pop), "--out", str(out)]) == 0
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+             "--window-size=1200,2400", "--allow-file-access-from-files"]
+    # a script in the page reports, after load, how many images actually decoded with a non-zero size
+    probe = out / "probe.html"
+    probe.write_text("<iframe id=f src='index.html' width=1200 height=2400></iframe><script>"
+                     "onload=()=>{const d=document.getElementById('f').contentDocument;"
+                     "const imgs=[...d.images];document.title=imgs.filter(i=>i.complete&&i.naturalWidth>0).length"
+                     "+'/'+imgs.length;}</script>")
+    dom = subprocess.run([chromium, *flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    loaded, total = map(int, dom.split("<title>")[1].split("</title>")[0].split("/"))
+    assert total >= 5 + 2 * 3 and loaded == total  # five plots, and every example image with its mask
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", (out / "index.html").as_uri()], capture_output=True,
+                   timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.std() > 10
