@@ -24,7 +24,6 @@ from cyclegan_culture.engine import checkpoint
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.models import networks
 from cyclegan_culture.models.acceleration import amp_dtype, memory_format
-from cyclegan_culture.models.cycle_gan import build_generators
 
 SIZE_MULTIPLE = 4  # two stride-2 downsamplings: sizes divisible by 4 come back unchanged
 MIN_SIZE = 8  # the residual blocks' reflection padding needs at least 2x2 at the bottleneck

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from cyclegan_culture import options as options_mod
 from cyclegan_culture.data.cultures import CULTURE_FILE, load_culture
 from cyclegan_culture.data.images import tensor_to_pil
-from cyclegan_culture.data.transforms import Preprocess
+from cyclegan_culture.data.transforms import SIZE_PRESERVING, Preprocess
 from cyclegan_culture.data.unpaired import EpochSampler, UnpairedDataset
 from cyclegan_culture.engine import checkpoint
 from cyclegan_culture.errors import UserError
@@ -116,7 +116,7 @@ class Trainer:
         self.dataset = UnpairedDataset(
             opt.dataroot, opt.phase, Preprocess(opt.preprocess, opt.load_size, opt.crop_size, not opt.no_flip),
             seed=opt.seed, serial_batches=opt.serial_batches, max_dataset_size=opt.max_dataset_size)
-        if opt.batch_size > 1 and opt.preprocess in ("none", "scale_width"):
+        if opt.batch_size > 1 and opt.preprocess in SIZE_PRESERVING:
             raise UserError(f"--preprocess {opt.preprocess} gives images of different sizes, which cannot be "
                             "batched; use --batch_size 1 or a cropping --preprocess")
         for path, reason in self.dataset.listing_skipped:

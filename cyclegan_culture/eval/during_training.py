@@ -13,7 +13,7 @@ from cyclegan_culture.eval import fingerprints as fp
 from cyclegan_culture.eval import metrics
 from cyclegan_culture.eval.analysis import SoftmaxClassifier
 
-EVAL_METRICS = ("content_ssim", "style_score", "cycle_psnr")  # higher is better for each
+# Metrics it returns, higher is better for each: content_ssim, style_score, cycle_psnr (--early_stop_metric)
 EVAL_SIZE = 128  # longer side of the validation images
 
 
