@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Callable, Sequence
 
-from cyclegan_culture.errors import UserError
+from cyclegan_culture.errors import UserError, error_prefix
 
 
 def _train(argv: list[str]) -> int:
@@ -211,16 +212,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}\n{_usage()}", file=sys.stderr)
         return 2
+    prefix = error_prefix()  # under torchrun: which rank failed
     try:
         return COMMANDS[command][0](rest)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{prefix}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted; the last saved checkpoint is intact", file=sys.stderr)
+        print(f"{prefix}: interrupted; the last saved checkpoint is intact", file=sys.stderr)
         return 130
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
+    except Exception as exc:
+        if prefix == "error":
+            raise
+        from cyclegan_culture.engine.distributed import is_communication_error
+
+        if not is_communication_error(exc):
+            raise
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = re.sub(r"^\[[^\]]*\]\s*", "", reason).split(". ")[0][:160]  # gloo's message minus its source path
+        print(f"{prefix}: stopped because another rank failed or could not be reached ({reason}); the last "
+              "saved checkpoint is intact", file=sys.stderr)
+        return 1
 
 
 def train_main() -> int:

@@ -76,13 +76,21 @@ class UnpairedDataset(Dataset):
 class EpochSampler(Sampler):
     """Yields (epoch, index): a fresh permutation each epoch from (seed, epoch), or in order for serial batches.
 
-    ``start`` skips the first positions of the epoch, for resuming in the middle of it.
+    Under data-parallel training, process ``rank`` of ``world_size`` takes positions rank, rank + world_size, ...
+    of the epoch's order, padded by wrapping around so every process gets the same count (as torch's
+    DistributedSampler does). So the k-th batches of all processes together hold exactly the samples of the k-th
+    batch of one process with a world_size times larger batch. ``start`` skips the first positions of this
+    process's share, for resuming in the middle of an epoch.
     """
 
-    def __init__(self, length: int, seed: int, shuffle: bool = True):
+    def __init__(self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
         self.length = length
         self.seed = seed
         self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
         self.start = 0
 
@@ -95,9 +103,21 @@ class EpochSampler(Sampler):
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         return torch.randperm(self.length, generator=g).tolist()
 
+    @property
+    def per_process(self) -> int:
+        """How many samples each process sees per epoch."""
+        return -(-self.length // self.world_size)
+
+    def share(self, epoch: int) -> list[int]:
+        """This process's indices for ``epoch``, in order."""
+        order = self.order(epoch)
+        padded = self.per_process * self.world_size
+        order = (order * (padded // len(order) + 1))[:padded]
+        return order[self.rank::self.world_size]
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for index in self.order(self.epoch)[self.start:]:
+        for index in self.share(self.epoch)[self.start:]:
             yield (self.epoch, index)
 
     def __len__(self) -> int:
-        return self.length - self.start
+        return self.per_process - self.start

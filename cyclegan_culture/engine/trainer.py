@@ -28,7 +28,7 @@ from cyclegan_culture.data.cultures import CULTURE_FILE, load_culture
 from cyclegan_culture.data.images import tensor_to_pil
 from cyclegan_culture.data.transforms import SIZE_PRESERVING, Preprocess
 from cyclegan_culture.data.unpaired import EpochSampler, UnpairedDataset
-from cyclegan_culture.engine import checkpoint
+from cyclegan_culture.engine import checkpoint, distributed
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.eval.during_training import TrainingEvaluator
 from cyclegan_culture.eval.metrics import append_jsonl
@@ -93,12 +93,19 @@ class RunLog:
 
 
 class Trainer:
-    """Set up a run from options, then ``run()`` it. ``hooks`` are called after every iteration."""
+    """Set up a run from options, then ``run()`` it. ``hooks`` are called after every iteration.
+
+    Started by torchrun, each process joins the job's process group and trains data-parallel on its shard of the
+    data (engine/distributed.py); rank 0 alone writes files and talks to Visdom.
+    """
 
     def __init__(self, opt: argparse.Namespace, parser: argparse.ArgumentParser,
                  hooks: list[Callable[["Trainer"], None]] | None = None):
         options_mod.validate_train(opt)
         self.opt = opt
+        self.dist, self.device = distributed.setup(opt.gpu_ids)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         self.run_dir = inside(Path(opt.checkpoints_dir), opt.name)
         self.hooks = hooks or []
         self._stop_requested = False
@@ -122,9 +129,12 @@ class Trainer:
         for path, reason in self.dataset.listing_skipped:
             self._note_skip(str(path), reason)
 
-        self.device = select_device(opt.gpu_ids)
-        seed_everything(opt.seed)
+        seed_everything(opt.seed)  # the same initial weights on every rank
         self.model = CycleGANModel(opt, self.device, is_train=True)
+        rank, world = self.dist.rank, self.dist.world_size
+        if rank > 0:  # each rank its own dropout noise and replay-buffer choices
+            seed_everything(opt.seed + 7919 * rank)
+            self.model.pool_rng.seed(f"{opt.seed}:{rank}")
         self.epoch = opt.epoch_count
         self.batches_done = 0
         self.total_iters = 0
@@ -136,7 +146,7 @@ class Trainer:
                                 f"({str(exc)[:200]}); resume with the run's own model flags") from None
             self.epoch, self.batches_done, self.total_iters = (state["epoch"], state["batches_done"],
                                                                state["total_iters"])
-            checkpoint.restore_rng_states(state["rng"])
+            self._restore_process_state(state)
         elif opt.finetune_from:
             self._load_finetune_weights(Path(opt.finetune_from), opt.finetune_epoch)
         if opt.freeze:
@@ -145,11 +155,14 @@ class Trainer:
             except ValueError as exc:
                 raise UserError(f"--freeze {exc}: unknown; use {', '.join(CycleGANModel.FREEZABLE)}") from None
             tqdm.write(f"Frozen: {', '.join(opt.freeze)} ({frozen / 1e6:.2f} M parameters kept fixed)")
-        if opt.verbose:
+        if self.dist.enabled:
+            self.model.distribute(self.device)
+        if opt.verbose and self.dist.is_main:
             for name, net in self.model.nets.items():
                 print(name, net, f"parameters: {sum(p.numel() for p in net.parameters()) / 1e6:.3f} M")
 
-        self.sampler = EpochSampler(len(self.dataset), opt.seed, shuffle=not opt.serial_batches)
+        self.sampler = EpochSampler(len(self.dataset), opt.seed, shuffle=not opt.serial_batches, rank=rank,
+                                    world_size=world)
         workers = opt.num_threads
         self.loader = DataLoader(self.dataset, batch_size=opt.batch_size, sampler=self.sampler,
                                  num_workers=workers, persistent_workers=workers > 0,
@@ -157,17 +170,19 @@ class Trainer:
                                  # its own generator: creating an iterator must not consume the global torch
                                  # RNG, or a resumed run would drift from an uninterrupted one
                                  generator=torch.Generator().manual_seed(opt.seed))
-        self.batches_per_epoch = math.ceil(len(self.dataset) / opt.batch_size)
+        self.batches_per_epoch = math.ceil(self.sampler.per_process / opt.batch_size)
         self.last_epoch = opt.n_epochs + opt.n_epochs_decay + opt.epoch_count - 1
 
         self.culture = load_culture(opt.dataroot)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.run_dir.glob(".*.tmp"):  # half-written files of a process killed while saving
-            stale.unlink(missing_ok=True)
-        options_mod.save_options(opt, parser, self.run_dir)
-        atomic_write_text(self.run_dir / CULTURE_FILE,
-                          json.dumps(self.culture.to_dict(), indent=2, ensure_ascii=False))
-        self.evaluator = TrainingEvaluator(self.dataset.A_paths, self.dataset.B_paths) if opt.eval_freq else None
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.run_dir.glob(".*.tmp"):  # half-written files of a process killed while saving
+                stale.unlink(missing_ok=True)
+            options_mod.save_options(opt, parser, self.run_dir)
+            atomic_write_text(self.run_dir / CULTURE_FILE,
+                              json.dumps(self.culture.to_dict(), indent=2, ensure_ascii=False))
+        self.evaluator = (TrainingEvaluator(self.dataset.A_paths, self.dataset.B_paths)
+                          if opt.eval_freq and self.dist.is_main else None)
         self.early_stop = (state or {}).get("early_stop") or {"best": None, "best_epoch": None, "bad_evals": 0}
         self.early_stopped = False
         self.web_dir = self.run_dir / "web"
@@ -191,6 +206,26 @@ class Trainer:
                                 "use the same --netG/--ngf/--ndf/--norm as that run") from None
         tqdm.write(f"Fine-tuning from {run} (epoch {epoch})")
 
+    def _restore_process_state(self, state: dict) -> None:
+        """RNG states and replay buffers of this rank. Resuming with the number of processes the run was saved
+        with continues exactly; with another number, the position in the epoch is kept (rounded down to whole
+        steps, so a few images may be seen twice) and ranks beyond rank 0 start new RNG streams."""
+        saved_world = int(state.get("world_size", 1))
+        world, rank = self.dist.world_size, self.dist.rank
+        if saved_world == world:
+            mine = state if rank == 0 else state["other_ranks"][rank - 1]
+            if rank > 0:
+                self.model.load_process_state_dict(mine)
+            checkpoint.restore_rng_states(mine["rng"])
+            return
+        if rank == 0:
+            checkpoint.restore_rng_states(state["rng"])
+        samples = self.batches_done * self.opt.batch_size * saved_world
+        self.batches_done = samples // (self.opt.batch_size * world)
+        if self.dist.is_main:
+            tqdm.write(f"note: the run was saved with {saved_world} process(es) and resumes with {world}: training "
+                       "continues from the same epoch position but is not bit-identical to an uninterrupted run")
+
     # --- control ----------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
         """Finish the current iteration, save the full state, and return from run()."""
@@ -210,13 +245,17 @@ class Trainer:
             previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
         except ValueError:  # not in the main thread: no Ctrl-C handling
             pass
-        self.run_log = RunLog(self.run_dir)
+        self.run_log = RunLog(self.run_dir) if self.dist.is_main else None
         remaining = self._remaining_batches()
         tqdm.write(f"Training {opt.name}: {len(self.dataset.A_paths)} A and {len(self.dataset.B_paths)} B images, "
                    f"epochs {self.epoch}..{self.last_epoch}, {remaining} iterations to go on {self.device}; "
                    f"checkpoints in {self.run_dir}")
+        if self.dist.enabled:
+            tqdm.write(f"Data-parallel on {self.dist.world_size} processes ({self.dist.backend}): --batch_size "
+                       f"{opt.batch_size} per process, effective batch {opt.batch_size * self.dist.world_size}, "
+                       f"{self.batches_per_epoch} steps per epoch (docs/distributed.md on the learning rate)")
         self._seconds_per_batch: list[float] = []
-        self.monitor = self._start_monitor() if opt.display_id > 0 else None
+        self.monitor = self._start_monitor() if opt.display_id > 0 and self.dist.is_main else None
         try:
             while self.epoch <= self.last_epoch:
                 if self._run_epoch():  # stopped on request, or early
@@ -227,6 +266,7 @@ class Trainer:
                 self.monitor.close()
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
+            distributed.shutdown()
 
     def _start_monitor(self) -> VisdomMonitor:
         """The Visdom monitor, seeded with the curves logged before the resumed position (if resuming)."""
@@ -257,7 +297,7 @@ class Trainer:
         loss_G_sum, loss_G_count = 0.0, 0
         epoch_start = time.time()
         bar = tqdm(total=self.batches_per_epoch, initial=self.batches_done, mininterval=1.0, dynamic_ncols=True,
-                   desc=f"epoch {self.epoch}/{self.last_epoch}", unit="it")
+                   desc=f"epoch {self.epoch}/{self.last_epoch}", unit="it", disable=not self.dist.is_main)
         t_data_start = time.time()
         try:
             for batch in self.loader:
@@ -275,17 +315,19 @@ class Trainer:
 
                 before = self.total_iters
                 self.batches_done += 1
-                self.total_iters += batch["A"].shape[0]
+                self.total_iters += batch["A"].shape[0] * self.dist.world_size  # images seen by all ranks
                 loss_G_sum += float(model.loss_G.detach())
                 loss_G_count += 1
-                epoch_iter = self.batches_done * opt.batch_size
+                epoch_iter = self.batches_done * opt.batch_size * self.dist.world_size
                 if _crossed(before, self.total_iters, opt.print_freq):
+                    losses = dict(zip(losses, self.dist.mean(list(losses.values()))))  # over all ranks
                     epoch_frac = self.epoch + min(epoch_iter, len(self.dataset)) / len(self.dataset)
-                    self.run_log.write(self.epoch, epoch_iter, epoch_frac, self.total_iters, losses,
-                                       model.learning_rates(), t_comp, t_data)
+                    if self.run_log:
+                        self.run_log.write(self.epoch, epoch_iter, epoch_frac, self.total_iters, losses,
+                                           model.learning_rates(), t_comp, t_data)
                     if self.monitor:
                         self.monitor.plot_losses(LossPoint(epoch_frac, losses, model.learning_rates(), t_comp))
-                if _crossed(before, self.total_iters, opt.display_freq):
+                if _crossed(before, self.total_iters, opt.display_freq) and self.dist.is_main:
                     if not opt.no_html:
                         self._save_visuals(write_html=_crossed(before, self.total_iters, opt.update_html_freq)
                                            or len(self.visual_epochs) <= 1)
@@ -298,7 +340,7 @@ class Trainer:
                 bar.update(1)
                 for hook in self.hooks:
                     hook(self)
-                if self._stop_requested:
+                if self.dist.any(self._stop_requested):  # Ctrl-C may reach some ranks an iteration later
                     self._save("stopped on request")
                     return True
                 t_data_start = time.time()
@@ -306,14 +348,17 @@ class Trainer:
             bar.close()
 
         # End of epoch: step the schedules, keep the weights, and save the state for the next epoch.
-        model.update_learning_rate(loss_G_sum / max(loss_G_count, 1))
-        if not opt.no_html:
-            self._save_visuals(write_html=True)
-        checkpoint.save_networks(model.nets, self.run_dir, "latest")
-        if self.epoch % opt.save_epoch_freq == 0 or self.epoch == self.last_epoch:
-            checkpoint.save_networks(model.nets, self.run_dir, self.epoch)
-        if self.evaluator and self.epoch % opt.eval_freq == 0:
-            self._evaluate()
+        model.update_learning_rate(self.dist.mean([loss_G_sum / max(loss_G_count, 1)])[0])
+        self.dist.check_same_weights(model.nets)
+        if self.dist.is_main:
+            if not opt.no_html:
+                self._save_visuals(write_html=True)
+            checkpoint.save_networks(model.nets, self.run_dir, "latest")
+            if self.epoch % opt.save_epoch_freq == 0 or self.epoch == self.last_epoch:
+                checkpoint.save_networks(model.nets, self.run_dir, self.epoch)
+            if self.evaluator and self.epoch % opt.eval_freq == 0:
+                self._evaluate()
+        self.early_stopped = self.dist.broadcast(self.early_stopped)
         skipped_note = f", {len(self.skipped)} files skipped so far" if self.skipped else ""
         tqdm.write(f"End of epoch {self.epoch}/{self.last_epoch}: {time.time() - epoch_start:.1f} s, "
                    f"lr {model.learning_rates()['lr_G']:.7f}{skipped_note}")
@@ -371,15 +416,21 @@ class Trainer:
 
     # --- saving -----------------------------------------------------------------------------------------------
     def _save(self, why: str) -> None:
-        checkpoint.save_networks(self.model.nets, self.run_dir, "latest")
+        if self.dist.is_main:
+            checkpoint.save_networks(self.model.nets, self.run_dir, "latest")
         self._save_state()
         tqdm.write(f"{why}: {self.run_dir}")
 
     def _save_state(self) -> None:
+        """Write the resume file (rank 0), holding every rank's RNG states and replay buffers."""
+        rng = checkpoint.capture_rng_states()
+        per_rank = self.dist.gather({**self.model.process_state_dict(), "rng": rng})
+        if not self.dist.is_main or per_rank is None:
+            return
         checkpoint.save_training_state(self.run_dir, {
             "epoch": self.epoch, "batches_done": self.batches_done, "total_iters": self.total_iters,
-            "model": self.model.state_dict(), "rng": checkpoint.capture_rng_states(),
-            "early_stop": dict(self.early_stop),
+            "model": self.model.state_dict(), "rng": rng, "world_size": self.dist.world_size,
+            "other_ranks": per_rank[1:], "early_stop": dict(self.early_stop),
             "options": options_mod.options_dict(self.opt),
         })
 

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from cyclegan_culture.models import networks
+from cyclegan_culture.models import networks, parallel
 from cyclegan_culture.models.acceleration import amp_dtype, compile_nets, memory_format
 from cyclegan_culture.models.image_pool import ImagePool
 from cyclegan_culture.models.losses import GANLoss, gradient_penalty
@@ -85,6 +85,9 @@ class CycleGANModel:
         self.nets.update(D_A=self.D_A, D_B=self.D_B)
         # What the step calls: the networks themselves, or their compiled versions (state dicts stay plain).
         self.run = compile_nets(self.nets) if getattr(opt, "compile", False) else dict(self.nets)
+        # The discriminators as the generator step calls them (frozen there): under DDP, not through its wrapper,
+        # since no gradient of theirs is computed, and each wrapper expects one backward per forward.
+        self.critic_run = {name: self.run[name] for name in ("D_A", "D_B")}
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.frozen: set[int] = set()
         # One RNG for both replay buffers, so the training state can save and restore it.
@@ -166,14 +169,14 @@ class CycleGANModel:
 
     # --- losses (computed in fp32 from possibly low-precision outputs) -----------------------------------------
     def _generator_loss(self) -> torch.Tensor:
-        opt, run = self.opt, self.run
+        opt = self.opt
         if opt.lambda_identity > 0:
             self.loss_idt_A = self.criterionIdt(self.idt_A.float(), self.real_B) * opt.lambda_B * opt.lambda_identity
             self.loss_idt_B = self.criterionIdt(self.idt_B.float(), self.real_A) * opt.lambda_A * opt.lambda_identity
         else:
             self.loss_idt_A = self.loss_idt_B = torch.zeros((), device=self.device)
-        self.loss_G_A = self.criterionGAN(run["D_A"](self.fake_B), True, for_discriminator=False)
-        self.loss_G_B = self.criterionGAN(run["D_B"](self.fake_A), True, for_discriminator=False)
+        self.loss_G_A = self.criterionGAN(self.critic_run["D_A"](self.fake_B), True, for_discriminator=False)
+        self.loss_G_B = self.criterionGAN(self.critic_run["D_B"](self.fake_A), True, for_discriminator=False)
         self.loss_cycle_A = self.criterionCycle(self.rec_A.float(), self.real_A) * opt.lambda_A
         self.loss_cycle_B = self.criterionCycle(self.rec_B.float(), self.real_B) * opt.lambda_B
         return (self.loss_G_A + self.loss_G_B + self.loss_cycle_A + self.loss_cycle_B
@@ -225,6 +228,21 @@ class CycleGANModel:
                         count += p.numel()
         return count
 
+    def distribute(self, device: torch.device) -> None:
+        """Train data-parallel (under torchrun): synchronise batch norm across processes and wrap each network
+        that has trainable parameters in DistributedDataParallel. Call after ``freeze`` and loading weights."""
+        if self.opt.norm == "batch":
+            for name in NET_NAMES:
+                self.nets[name] = parallel.synchronize_batch_norm(self.nets[name], device)
+            self.G_A, self.G_B, self.D_A, self.D_B = (self.nets[name] for name in NET_NAMES)
+        plain = {name: net for name, net in self.nets.items()}
+        wrapped = {name: parallel.data_parallel(net, device) if any(p.requires_grad for p in net.parameters())
+                   else net for name, net in plain.items()}
+        compiled = getattr(self.opt, "compile", False)
+        self.run = compile_nets(wrapped) if compiled else wrapped
+        self.critic_run = compile_nets({n: plain[n] for n in ("D_A", "D_B")}) if compiled else \
+            {n: plain[n] for n in ("D_A", "D_B")}
+
     def current_visuals(self) -> dict[str, torch.Tensor]:
         return {name: getattr(self, name).detach() for name in VISUAL_NAMES if hasattr(self, name)}
 
@@ -252,8 +270,7 @@ class CycleGANModel:
             "nets": {name: net.state_dict() for name, net in self.nets.items()},
             "optimizers": [o.state_dict() for o in self.optimizers],
             "schedulers": [s.state_dict() for s in self.schedulers],
-            "pools": {"fake_A": self.fake_A_pool.state_dict(), "fake_B": self.fake_B_pool.state_dict()},
-            "pool_rng": _python_rng_state(self.pool_rng),
+            **self.process_state_dict(),
             "grad_scaler": self.scaler.state_dict(),
         }
 
@@ -264,11 +281,19 @@ class CycleGANModel:
             o.load_state_dict(s)
         for sch, s in zip(self.schedulers, state["schedulers"]):
             sch.load_state_dict(s)
+        self.load_process_state_dict(state)
+        if state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
+
+    def process_state_dict(self) -> dict[str, Any]:
+        """What differs between data-parallel processes: the replay buffers and their RNG."""
+        return {"pools": {"fake_A": self.fake_A_pool.state_dict(), "fake_B": self.fake_B_pool.state_dict()},
+                "pool_rng": _python_rng_state(self.pool_rng)}
+
+    def load_process_state_dict(self, state: dict[str, Any]) -> None:
         self.fake_A_pool.load_state_dict(state["pools"]["fake_A"], self.device)
         self.fake_B_pool.load_state_dict(state["pools"]["fake_B"], self.device)
         self.pool_rng.setstate(_python_rng_from_state(state["pool_rng"]))
-        if state.get("grad_scaler"):
-            self.scaler.load_state_dict(state["grad_scaler"])
 
 
 def _python_rng_state(rng: random.Random) -> list:
