@@ -26,7 +26,9 @@ setup(
         "visdom": ["visdom>=0.2.4"],
         # checking ONNX exports
         "export": ["onnx>=1.15", "onnxruntime>=1.17"],
-        "test": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17"],
+        # FID/KID in `analyze` (Inception weights supplied by the user; nothing is downloaded)
+        "fid": ["torch-fidelity>=0.3"],
+        "test": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17", "torch-fidelity>=0.3"],
     },
     entry_points={"console_scripts": ["cyclegan-culture=cyclegan_culture.cli:main"]},
 )

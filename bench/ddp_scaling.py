@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--netG", default="resnet_6blocks")
     p.add_argument("--ngf", type=int, default=32)
-    p.add_argument("--images", type=int, default=160, help="images per run (all processes together)")
+    p.add_argument("--images", type=int, default=160, help="at most this many images of each domain (--max_dataset_size)")
     p.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     p.add_argument("--amp", action="store_true")
     p.add_argument("--gpu", action="store_true", help="one GPU per process (default: CPU)")

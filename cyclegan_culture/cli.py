@@ -148,7 +148,8 @@ def _analyze(argv: list[str]) -> int:
     p.add_argument("--max_images", type=int, default=None, help="at most this many images per group")
     p.add_argument("--epoch", default="latest")
     p.add_argument("--inception-weights", dest="inception_weights", default=None,
-                   help="Inception-v3 weights file for FID/KID (nothing is downloaded)")
+                   help="FID/KID: torch-fidelity's Inception-v3 weights file (pt_inception-2015-12-05-6726825d.pth, "
+                   "copied here by hand; nothing is downloaded); needs pip install torch-fidelity")
     args = p.parse_args(argv)
     if args.max_images is not None and args.max_images <= 0:
         raise UserError(f"--max_images must be positive, got {args.max_images}")

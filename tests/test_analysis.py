@@ -113,3 +113,78 @@ def test_report_renders_every_plot_in_headless_chromium(tmp_path):
                    timeout=120)
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.std() > 10
+
+
+def random_inception_weights(path, monkeypatch):
+    """A weights file with the keys and shapes of torch-fidelity's Inception but random values: the real file
+    cannot be downloaded here, and the test checks the plumbing, not the published numbers."""
+    import torch
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    empty = path.parent / "empty.pt"
+    torch.save({}, empty)
+    with monkeypatch.context() as m:
+        m.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
+        torch.manual_seed(0)
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
+    for module in net.modules():  # keep activations alive through 90 layers (default init shrinks them to ~0)
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_fid_and_kid_are_zero_for_a_set_against_itself_and_grow_with_a_shift():
+    pytest = __import__("pytest")
+    pytest.importorskip("torch_fidelity")
+    from cyclegan_culture.eval.fid import fid, kid
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, (40, 16))
+    b = rng.normal(0, 1, (40, 16))
+    assert abs(fid(a, a)) < 1e-6
+    # moving every one of 16 means by 2 adds |shift|^2 = 64 to the FID (up to the samples' own mean differences)
+    assert abs(fid(a, b + 2.0) - fid(a, b) - 64) < 8
+    small = kid(a[:7], b)
+    assert small["kid_subset_size"] == 7  # adapted to the smaller set instead of failing
+    assert kid(a, b + 2.0)["kid_mean"] > small["kid_mean"]
+
+
+def test_analyze_with_inception_weights_reports_fid_and_kid(tmp_path, monkeypatch):
+    import pytest
+    pytest.importorskip("torch_fidelity")
+    weights = random_inception_weights(tmp_path / "inception.pth", monkeypatch)
+    ink = make_culture_dataset(tmp_path / "photo2ink", "ink", (235, 228, 210), 1)
+    pop = make_culture_dataset(tmp_path / "photo2pop", "pop", (250, 40, 140), 2, photos_from=ink)
+    assert main(["train", "--dataroot", str(ink), "--name", "ink_model", "--checkpoints_dir", str(tmp_path / "ckpt"),
+                 *TINY, "--n_epochs", "1", "--n_epochs_decay", "0"]) == 0
+    out = tmp_path / "analysis"
+    assert main(["analyze", "--datasets", str(ink), str(pop), "--models", str(tmp_path / "ckpt" / "ink_model"),
+                 "--out", str(out), "--inception-weights", str(weights)]) == 0
+    fk = json.loads((out / "summary.json").read_text())["fid_kid"]
+    assert fk["status"] == "computed" and fk["keys"] == ["photo", "ink", "pop"]
+    matrix = np.array(fk["fid"])
+    assert np.allclose(matrix, matrix.T) and np.all(np.diag(matrix) == 0) and np.all(matrix[~np.eye(3, dtype=bool)] > 0)
+    record = json.loads((tmp_path / "ckpt" / "ink_model" / "metrics.jsonl").read_text().splitlines()[-1])
+    scored = record["fid_kid"]
+    assert scored["images"] == 3 and scored["translations_vs_culture"]["kid_subset_size"] == 3
+    assert np.isfinite(scored["translations_vs_culture"]["fid"]) and np.isfinite(scored["photos_vs_culture"]["fid"])
+    assert "Inception distances" in (out / "index.html").read_text(encoding="utf-8")
+
+
+def test_inception_weights_that_are_not_plain_tensors_or_not_inception_are_refused(tmp_path, capsys):
+    import pytest
+    import torch
+    pytest.importorskip("torch_fidelity")
+    ink = make_culture_dataset(tmp_path / "photo2ink", "ink", (235, 228, 210), 1)
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv.weight": torch.zeros(3)}, wrong)
+    assert main(["analyze", "--datasets", str(ink), "--out", str(tmp_path / "a"), "--inception-weights",
+                 str(wrong)]) == 2
+    assert "not torch-fidelity's Inception-v3 weights" in capsys.readouterr().err
+    hostile = tmp_path / "hostile.pth"
+    torch.save({"x": Image.new("RGB", (1, 1))}, hostile)  # unpickling it would construct an arbitrary object
+    assert main(["analyze", "--datasets", str(ink), "--out", str(tmp_path / "b"), "--inception-weights",
+                 str(hostile)]) == 2
+    assert "refused to load" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

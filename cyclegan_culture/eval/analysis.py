@@ -24,6 +24,7 @@ from cyclegan_culture.data.images import BadImage, list_images, load_rgb
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.eval import fingerprints as fp
 from cyclegan_culture.eval import metrics
+from cyclegan_culture.eval.fid import InceptionFeatures, fid, kid, load_images
 
 PHOTO = "photo"
 
@@ -167,8 +168,9 @@ def separating_features(Z: np.ndarray, y: np.ndarray, keys: list[str], top: int 
 # --- models --------------------------------------------------------------------------------------------------------
 def evaluate_model(run_dir: Path, groups: list[Group], classifier: SoftmaxClassifier, scale: Standardizer,
                    group_means_z: np.ndarray, epoch: str = "latest", max_images: int | None = None,
-                   photos_dir: Path | None = None) -> dict:
-    """Translate the model's test photos (at the analysis size) and score the translations."""
+                   photos_dir: Path | None = None, keep_images: bool = False) -> dict:
+    """Translate the model's test photos (at the analysis size) and score the translations. With
+    ``keep_images``, the result's "kept_images" holds the photos and their translations (for FID/KID)."""
     from cyclegan_culture.inference import Stylizer
 
     run_dir = Path(run_dir)
@@ -186,6 +188,7 @@ def evaluate_model(run_dir: Path, groups: list[Group], classifier: SoftmaxClassi
     backward = Stylizer.from_pretrained(run_dir, epoch=epoch, direction="BtoA", device="cpu", tile=0)
     files = list_images(photos_dir)[0][:max_images]
     rows, pair_metrics = [], []
+    kept: dict[str, list[Image.Image]] = {"photos": [], "translations": []}
     for path in tqdm(files, desc=f"model {run_dir.name}", unit="img", leave=False, dynamic_ncols=True):
         try:
             photo = fp.as_array(load_rgb(path))
@@ -197,6 +200,9 @@ def evaluate_model(run_dir: Path, groups: list[Group], classifier: SoftmaxClassi
         t_arr = np.asarray(translated, dtype=np.float64) / 255.0
         r_arr = np.asarray(reconstructed, dtype=np.float64) / 255.0
         rows.append({"file": str(path), **fp.fingerprint(t_arr)})
+        if keep_images:
+            kept["photos"].append(photo_img)
+            kept["translations"].append(translated)
         content = metrics.compute(["ssim_grey", "ssim_edges"], photo, t_arr)
         cycle = metrics.compute(["psnr", "ssim_rgb"], photo, r_arr)
         pair_metrics.append({**content, "cycle_psnr": cycle["psnr"], "cycle_ssim": cycle["ssim_rgb"]})
@@ -224,6 +230,7 @@ def evaluate_model(run_dir: Path, groups: list[Group], classifier: SoftmaxClassi
         "cycle_ssim": float(np.mean([m["cycle_ssim"] for m in pair_metrics])),
         "translation_means": {f: float(X[:, i].mean()) for i, f in enumerate(fp.FEATURES)},
         "rows": rows,
+        **({"kept_images": kept} if keep_images else {}),
     }
 
 
@@ -231,6 +238,7 @@ def evaluate_model(run_dir: Path, groups: list[Group], classifier: SoftmaxClassi
 def analyze(datasets: list[Path], models: list[Path], out: Path, max_images: int | None = None,
             epoch: str = "latest", inception_weights: Path | None = None) -> dict:
     datasets = list(datasets)
+    inception = InceptionFeatures(inception_weights) if inception_weights else None  # fail before the long work
     for run_dir in models:  # a model's own dataset is analysed too
         saved = options_mod.load_run_options(Path(run_dir)) or {}
         root = Path(saved.get("dataroot", ""))
@@ -268,9 +276,19 @@ def analyze(datasets: list[Path], models: list[Path], out: Path, max_images: int
         "separating_features": separating_features(Z, y, keys),
         "skipped": len(skipped),
     }
+    if inception:
+        summary["fid_kid"], inception_by_group = group_inception_distances(inception, Path(inception_weights),
+                                                                           groups, max_images)
+    else:
+        summary["fid_kid"] = {"status": "skipped", "reason": "no --inception-weights file given; nothing is "
+                                                             "downloaded"}
     model_results = []
     for run_dir in models:
-        result = evaluate_model(Path(run_dir), groups, classifier, scale, means_z, epoch, max_images)
+        result = evaluate_model(Path(run_dir), groups, classifier, scale, means_z, epoch, max_images,
+                                keep_images=inception is not None)
+        if inception:
+            result["fid_kid"] = model_inception_distances(inception, result.pop("kept_images"),
+                                                          inception_by_group[result["target"]], result["model"])
         for r in result.pop("rows"):
             all_rows.append({**r, "group": f"{result['model']} (translations)"})
         result["feature_shifts"] = {
@@ -281,7 +299,6 @@ def analyze(datasets: list[Path], models: list[Path], out: Path, max_images: int
                                                                                   if k != "translation_means"}})
         model_results.append(result)
     summary["models"] = model_results
-    summary["fid_kid"] = fid_kid_status(inception_weights)
     out.mkdir(parents=True, exist_ok=True)
     write_features_csv(out / "features.csv", all_rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False, default=float),
@@ -293,10 +310,31 @@ def analyze(datasets: list[Path], models: list[Path], out: Path, max_images: int
     return summary
 
 
-def fid_kid_status(inception_weights: Path | None) -> dict:
-    if inception_weights is None:
-        return {"status": "skipped", "reason": "no --inception-weights file given; nothing is downloaded"}
-    return {"status": "skipped", "reason": "FID/KID with user-supplied Inception weights is not implemented yet"}
+def group_inception_distances(inception: InceptionFeatures, weights: Path, groups: list[Group],
+                              max_images: int | None) -> tuple[dict, dict[str, np.ndarray]]:
+    """FID and KID between every pair of groups' real images; also returns each group's features."""
+    features = {g.key: inception(load_images(g.files[:max_images]), desc=f"Inception {g.key}") for g in groups}
+    keys = [g.key for g in groups]
+    n = len(keys)
+    fid_matrix, kid_matrix = np.zeros((n, n)), np.zeros((n, n))
+    for a, b in combinations(range(n), 2):
+        fid_matrix[a, b] = fid_matrix[b, a] = fid(features[keys[a]], features[keys[b]])
+        kid_matrix[a, b] = kid_matrix[b, a] = kid(features[keys[a]], features[keys[b]])["kid_mean"]
+    return {"status": "computed", "weights": weights.name, "keys": keys, "fid": fid_matrix.round(3).tolist(),
+            "kid": kid_matrix.round(5).tolist(),
+            "note": "FID is biased upward for small sets: compare values only between sets of similar size; KID "
+                    "is unbiased (mean over subsets of min(1000, smaller set) images)"}, features
+
+
+def model_inception_distances(inception: InceptionFeatures, images: dict[str, list[Image.Image]],
+                              culture_features: np.ndarray, model: str) -> dict:
+    """A model's translations and the untranslated test photos, each against its culture's real images."""
+    scored = {}
+    for name in ("translations", "photos"):
+        f = inception(images[name], desc=f"Inception {model} {name}")
+        scored[name] = {"fid": fid(f, culture_features), **kid(f, culture_features)}
+    return {"translations_vs_culture": scored["translations"], "photos_vs_culture": scored["photos"],
+            "images": len(images["translations"])}
 
 
 def write_features_csv(path: Path, rows: list[dict]) -> None:

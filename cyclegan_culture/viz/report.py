@@ -137,6 +137,28 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def fid_kid_section(summary: dict) -> list[tags.html_tag]:
+    """FID/KID tables when computed, else one line saying why they were skipped."""
+    fk = summary["fid_kid"]
+    if fk["status"] != "computed":
+        return [tags.p(f"FID/KID: {fk['status']} ({fk['reason']}).")]
+    titles = {g["key"]: g["title"] for g in summary["groups"]}
+    section: list[tags.html_tag] = [tags.h2("Inception distances (FID / KID×1000)"),
+                                    tags.p(f"Weights: {fk['weights']}. {fk['note']}.")]
+    section.append(_table(["", *(titles[k] for k in fk["keys"])],
+                          [[titles[a]] + [f"{fk['fid'][i][j]:.1f} / {fk['kid'][i][j] * 1000:.1f}"
+                                          for j in range(len(fk["keys"]))] for i, a in enumerate(fk["keys"])]))
+    models = [m for m in summary["models"] if "fid_kid" in m]
+    if models:
+        section.append(_table(["model", "images", "FID translations → culture", "FID photos → culture",
+                               "KID×1000 translations", "KID×1000 photos"],
+                              [[m["model"], m["fid_kid"]["images"],
+                                m["fid_kid"]["translations_vs_culture"]["fid"], m["fid_kid"]["photos_vs_culture"]["fid"],
+                                m["fid_kid"]["translations_vs_culture"]["kid_mean"] * 1000,
+                                m["fid_kid"]["photos_vs_culture"]["kid_mean"] * 1000] for m in models]))
+    return section
+
+
 def write_report(out: Path, summary: dict, groups, X: np.ndarray, y: np.ndarray) -> Path:
     keys = summary["distance_matrix"]["keys"]
     plots = {
@@ -180,7 +202,7 @@ def write_report(out: Path, summary: dict, groups, X: np.ndarray, y: np.ndarray)
             body.append(tags.h3(f"{m['model']}: feature shifts (photos → translations → real {m['target']})"))
             body.append(_table(["feature", "photos", "translations", "culture"],
                                [[f, s["photos"], s["translations"], s["culture"]] for f, s in m["feature_shifts"].items()]))
-    body.append(tags.p(f"FID/KID: {summary['fid_kid']['status']} ({summary['fid_kid']['reason']})."))
+    body += fid_kid_section(summary)
     body.append(tags.h2("Blank space (留白), shown in red"))
     grid = tags.table(cls="grid")
     for title, image, overlay, share in examples:
