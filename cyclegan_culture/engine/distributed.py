@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import inspect
 import os
 import sys
 from dataclasses import dataclass
@@ -128,8 +129,10 @@ def setup(gpu_ids: list[int], timeout_minutes: float = 30.0) -> tuple[Distribute
     else:
         device = torch.device("cpu")
         backend = "gloo"
-    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes),
-                            device_id=device if backend == "nccl" else None)
+    extra = {}
+    if backend == "nccl" and "device_id" in inspect.signature(dist.init_process_group).parameters:
+        extra["device_id"] = device  # binds the communicator to this GPU at once (torch >= 2.3)
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes), **extra)
     if rank != 0:
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # quiet; errors still go to stderr
     return Distributed(rank, world_size, local_rank, backend), device
