@@ -10,6 +10,7 @@ sign of its gradient, which turns rounding noise in near-zero gradients into dif
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -156,6 +157,7 @@ def resumable(tmp_path_factory):
     started = time.time()
     killed = torchrun(tmp / "killed_out", run_args(data, tmp / "killed", *args), kill_at=10)
     ended = time.time()
+    shutil.copytree(tmp / "killed", tmp / "killed_copy")  # for resuming with another process count
     return {"tmp": tmp, "data": data, "args": args, "killed": killed, "ended": ended, "started": started}
 
 
@@ -187,3 +189,15 @@ def test_resumed_two_process_run_is_bit_identical_to_an_uninterrupted_one(resuma
     for ours, theirs in zip(state["other_ranks"][0]["pools"]["fake_A"]["images"],
                             clean_state["other_ranks"][0]["pools"]["fake_A"]["images"]):
         assert torch.equal(ours, theirs)
+
+
+def test_a_two_process_state_resumes_in_one_process_from_the_same_position(resumable, capsys):
+    tmp = resumable["tmp"]
+    parser = options.build_train_parser()
+    opt = options.parse(parser, run_args(resumable["data"], tmp / "killed_copy", *resumable["args"],
+                                         "--continue_train"))
+    result = Trainer(opt, parser).run()
+    assert "saved with 2 process(es) and resumes with 1" in capsys.readouterr().out
+    clean = checkpoint.load_training_state(tmp / "clean" / "run")
+    assert not result.interrupted and result.total_iters == clean["total_iters"] == 24  # no image lost or added
+    assert checkpoint.load_training_state(tmp / "killed_copy" / "run")["world_size"] == 1
