@@ -215,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     prefix = error_prefix()  # under torchrun: which rank failed
     try:
+        if prefix != "error" and command != "train":
+            raise UserError(f"{command} runs in one process; start it with python (or cyclegan-culture), not "
+                            "torchrun: only training is data-parallel")
         return COMMANDS[command][0](rest)
     except UserError as exc:
         print(f"{prefix}: {exc}", file=sys.stderr)

@@ -201,3 +201,13 @@ def test_a_two_process_state_resumes_in_one_process_from_the_same_position(resum
     clean = checkpoint.load_training_state(tmp / "clean" / "run")
     assert not result.interrupted and result.total_iters == clean["total_iters"] == 24  # no image lost or added
     assert checkpoint.load_training_state(tmp / "killed_copy" / "run")["world_size"] == 1
+
+
+def test_commands_other_than_train_refuse_to_run_under_torchrun(monkeypatch, capsys):
+    from cyclegan_culture.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["test", "--dataroot", "anything"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error (rank 1 of 2): test runs in one process") and "\n" not in err
