@@ -211,3 +211,31 @@ def test_commands_other_than_train_refuse_to_run_under_torchrun(monkeypatch, cap
     assert main(["test", "--dataroot", "anything"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error (rank 1 of 2): test runs in one process") and "\n" not in err
+
+
+def test_two_nodes_with_c10d_rendezvous_train_like_one_node_with_two_processes(tmp_path):
+    """Two torchrun launchers, as on two machines (here both on localhost), meet through c10d rendezvous."""
+    import socket
+
+    data = make_dataset(tmp_path / "data", n_a=4, n_b=3)
+    args = ["--n_epochs", "1", "--n_epochs_decay", "1", "--seed", "5", "--pool_size", "2"]
+    (tmp_path / "one").mkdir()
+    one_node = torchrun(tmp_path / "one", run_args(data, tmp_path / "one_node", *args))
+    assert one_node.returncode == 0, one_node.stderr[-3000:]
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    driver = tmp_path / "one" / "driver.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    (tmp_path / "two").mkdir()
+    launchers = [subprocess.Popen([str(TORCHRUN), "--nnodes=2", "--nproc_per_node=1", f"--node_rank={node}",
+                                   "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=test",
+                                   str(driver), str(tmp_path / "two"), "0",
+                                   *run_args(data, tmp_path / "two_nodes", *args)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                 for node in (0, 1)]
+    outputs = [p.communicate(timeout=240) for p in launchers]
+    assert all(p.returncode == 0 for p in launchers), outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    assert max_difference(saved_weights(tmp_path / "two_nodes" / "run"),
+                          saved_weights(tmp_path / "one_node" / "run")) == 0.0
