@@ -48,8 +48,11 @@ def die(t):
             f.write(repr(time.time()))
         os.kill(os.getpid(), signal.SIGKILL)
 
+def slow(t):  # TEST_SLOW_ITER: make each iteration take at least this long
+    time.sleep(float(os.environ.get("TEST_SLOW_ITER", "0")))
+
 def init(self, opt, parser, hooks=None):
-    original_init(self, opt, parser, hooks=[die] if kill_at else None)
+    original_init(self, opt, parser, hooks=[die, slow])
     made.append(self)
 
 trainer_mod.Trainer.__init__ = init
@@ -63,12 +66,18 @@ pytestmark = pytest.mark.skipif(not TORCHRUN.exists() or not torch.distributed.i
                                 reason="torchrun with gloo is not available in this PyTorch")
 
 
-def torchrun(tmp: Path, args: list[str], kill_at: int = 0, timeout: float = 240) -> subprocess.CompletedProcess:
+def torchrun_command(tmp: Path, args: list[str], kill_at: int = 0) -> list[str]:
     driver = tmp / "driver.py"
     driver.write_text(DRIVER.format(root=str(ROOT)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node=2", str(driver), str(tmp),
-                           str(kill_at), *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return [str(TORCHRUN), "--standalone", "--nproc_per_node=2", str(driver), str(tmp), str(kill_at), *args]
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def torchrun(tmp: Path, args: list[str], kill_at: int = 0, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(torchrun_command(tmp, args, kill_at), capture_output=True, text=True, timeout=timeout,
+                          env=ENV)
 
 
 def run_args(data: Path, ckpt: Path, *extra: str) -> list[str]:
@@ -227,15 +236,62 @@ def test_two_nodes_with_c10d_rendezvous_train_like_one_node_with_two_processes(t
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     driver = tmp_path / "one" / "driver.py"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     (tmp_path / "two").mkdir()
     launchers = [subprocess.Popen([str(TORCHRUN), "--nnodes=2", "--nproc_per_node=1", f"--node_rank={node}",
                                    "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=test",
                                    str(driver), str(tmp_path / "two"), "0",
                                    *run_args(data, tmp_path / "two_nodes", *args)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
                  for node in (0, 1)]
     outputs = [p.communicate(timeout=240) for p in launchers]
     assert all(p.returncode == 0 for p in launchers), outputs[0][1][-2000:] + outputs[1][1][-2000:]
     assert max_difference(saved_weights(tmp_path / "two_nodes" / "run"),
                           saved_weights(tmp_path / "one_node" / "run")) == 0.0
+
+
+def test_ctrl_c_under_torchrun_saves_once_and_stops_every_rank(tmp_path):
+    """Ctrl-C in a terminal signals the whole process group (torchrun and every rank, and torchrun forwards it
+    once more): the ranks agree on one iteration, save once, and stop."""
+    import signal
+
+    data = make_dataset(tmp_path / "data", n_a=4, n_b=3)
+    run = tmp_path / "ckpt" / "run"
+    job = subprocess.Popen(torchrun_command(tmp_path, run_args(data, tmp_path / "ckpt", "--n_epochs", "100")),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**ENV, "TEST_SLOW_ITER": "0.5"}, start_new_session=True)
+    deadline = time.time() + 120
+    while not (run / "training_state.pt").exists() and time.time() < deadline:  # saved after epoch 1
+        time.sleep(0.2)
+    time.sleep(0.7)  # now in the middle of an iteration of epoch 2
+    os.killpg(job.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    out, err = job.communicate(timeout=120)
+    assert "stopped on request" in out, err[-3000:]
+    state = checkpoint.load_training_state(run)
+    assert state["epoch"] >= 2 and state["world_size"] == 2
+    assert "Traceback" not in "".join(line for line in err.splitlines(True) if "cyclegan_culture" in line)
+
+
+def test_torchrun_echo_of_ctrl_c_is_not_taken_for_a_second_press(tiny_dataset, tmp_path, monkeypatch):
+    """The echo usually merges with the first signal, but not when it lands between two operations; then it
+    must not abort the save. A real second press, later, still aborts."""
+    from cyclegan_culture.engine import trainer as trainer_mod
+    from cyclegan_culture.engine.distributed import Distributed
+
+    parser = options.build_train_parser()
+    trainer = Trainer(options.parse(parser, run_args(tiny_dataset, tmp_path / "ckpt")), parser)
+    trainer.dist = Distributed(rank=0, world_size=2)  # as under torchrun
+    clock = [100.0]
+    monkeypatch.setattr(trainer_mod.time, "monotonic", lambda: clock[0])
+    trainer._on_sigint(2, None)
+    clock[0] += 0.05
+    try:
+        trainer._on_sigint(2, None)  # torchrun's forwarded copy: ignored
+    except KeyboardInterrupt:
+        pytest.fail("torchrun's forwarded Ctrl-C aborted the run without saving")
+    assert trainer._stop_requested
+    clock[0] += trainer_mod.TORCHRUN_SIGNAL_ECHO_S
+    with pytest.raises(KeyboardInterrupt):
+        trainer._on_sigint(2, None)
+    trainer.dist = Distributed()  # one process: a second press aborts at once
+    with pytest.raises(KeyboardInterrupt):
+        trainer._on_sigint(2, None)

@@ -50,6 +50,9 @@ class TrainResult:
     skipped_files: int
 
 
+TORCHRUN_SIGNAL_ECHO_S = 2.0
+
+
 def select_device(gpu_ids: list[int]) -> torch.device:
     """The first listed GPU, or the CPU. On CUDA, cuDNN picks the fastest convolution algorithms for the
     (fixed) training and test shapes; exact resume is promised on CPU only."""
@@ -109,6 +112,7 @@ class Trainer:
         self.run_dir = inside(Path(opt.checkpoints_dir), opt.name)
         self.hooks = hooks or []
         self._stop_requested = False
+        self._stop_requested_at = 0.0
         self.skipped: dict[str, str] = {}
 
         state = None
@@ -232,9 +236,15 @@ class Trainer:
         self._stop_requested = True
 
     def _on_sigint(self, signum: int, frame: object) -> None:
+        now = time.monotonic()
         if self._stop_requested:
+            # Under torchrun a Ctrl-C arrives twice: from the terminal, and forwarded by torchrun's agent
+            # moments later. Only a second press, later, means "abort without saving".
+            if self.dist.enabled and now - self._stop_requested_at < TORCHRUN_SIGNAL_ECHO_S:
+                return
             raise KeyboardInterrupt
         tqdm.write("Stopping after this iteration and saving the training state (Ctrl-C again to abort)...")
+        self._stop_requested_at = now
         self.request_stop()
 
     # --- the loop ---------------------------------------------------------------------------------------------
