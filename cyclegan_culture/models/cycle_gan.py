@@ -147,6 +147,9 @@ class CycleGANModel:
         self.optimizer_G.zero_grad(set_to_none=True)
         self.scaler.scale(self.loss_G).backward()
         self.scaler.step(self.optimizer_G)
+        # Free the gradients once used: otherwise they live through the next forward passes and add the
+        # parameters' size to the step's peak memory (about 90 MB for the default generators in fp32).
+        self.optimizer_G.zero_grad(set_to_none=True)
 
         self._set_requires_grad(D_nets, True)
         with self._autocast():
@@ -155,6 +158,7 @@ class CycleGANModel:
         self.optimizer_D.zero_grad(set_to_none=True)
         self.scaler.scale(self.loss_D_A + self.loss_D_B).backward()
         self.scaler.step(self.optimizer_D)
+        self.optimizer_D.zero_grad(set_to_none=True)
         self.scaler.update()
         self._release_graph()
         self.current_losses = {name: float(getattr(self, "loss_" + name)) for name in LOSS_NAMES}
