@@ -163,11 +163,10 @@ def resumable(tmp_path_factory):
         (tmp / out).mkdir()
     clean = torchrun(tmp / "clean_out", run_args(data, tmp / "clean", *args))
     assert clean.returncode == 0, clean.stderr[-3000:]
-    started = time.time()
     killed = torchrun(tmp / "killed_out", run_args(data, tmp / "killed", *args), kill_at=10)
     ended = time.time()
     shutil.copytree(tmp / "killed", tmp / "killed_copy")  # for resuming with another process count
-    return {"tmp": tmp, "data": data, "args": args, "killed": killed, "ended": ended, "started": started}
+    return {"tmp": tmp, "data": data, "args": args, "killed": killed, "ended": ended}
 
 
 def test_killing_one_rank_stops_the_job_promptly_with_a_clear_message(resumable):

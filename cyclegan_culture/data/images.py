@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -75,6 +76,16 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         raise BadImage("not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise BadImage(f"cannot decode ({exc})") from None
+
+
+def readable_images(paths: Iterable[Path]) -> Iterator[Image.Image]:
+    """The images of ``paths`` that decode, in order; the others are passed over silently (callers that must
+    report skipped files use load_rgb themselves)."""
+    for path in paths:
+        try:
+            yield load_rgb(path)
+        except BadImage:
+            continue
 
 
 def _as_rgb(img: Image.Image) -> Image.Image:

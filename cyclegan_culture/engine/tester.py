@@ -20,7 +20,7 @@ from cyclegan_culture.data.cultures import CULTURE_FILE, Culture, load_culture
 from cyclegan_culture.data.images import BadImage, load_rgb, pil_to_tensor, tensor_to_pil
 from cyclegan_culture.data.transforms import Preprocess
 from cyclegan_culture.data.unpaired import image_folder
-from cyclegan_culture.engine.trainer import select_device
+from cyclegan_culture.engine.distributed import select_device
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_save_image, atomic_write_text, inside
 from cyclegan_culture.inference import load_generators, translate

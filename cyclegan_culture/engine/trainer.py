@@ -53,15 +53,6 @@ class TrainResult:
 TORCHRUN_SIGNAL_ECHO_S = 2.0
 
 
-def select_device(gpu_ids: list[int]) -> torch.device:
-    """The first listed GPU, or the CPU. On CUDA, cuDNN picks the fastest convolution algorithms for the
-    (fixed) training and test shapes; exact resume is promised on CPU only."""
-    if gpu_ids:
-        torch.backends.cudnn.benchmark = True
-        return torch.device(f"cuda:{gpu_ids[0]}")
-    return torch.device("cpu")
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -107,8 +98,6 @@ class Trainer:
         options_mod.validate_train(opt)
         self.opt = opt
         self.dist, self.device = distributed.setup(opt.gpu_ids)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
         self.run_dir = inside(Path(opt.checkpoints_dir), opt.name)
         self.hooks = hooks or []
         self._stop_requested = False

@@ -20,11 +20,11 @@ from tqdm import tqdm
 
 from cyclegan_culture import options as options_mod
 from cyclegan_culture.data.cultures import load_culture
-from cyclegan_culture.data.images import BadImage, list_images, load_rgb
+from cyclegan_culture.data.images import BadImage, list_images, load_rgb, readable_images
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.eval import fingerprints as fp
 from cyclegan_culture.eval import metrics
-from cyclegan_culture.eval.fid import InceptionFeatures, fid, kid, load_images
+from cyclegan_culture.eval.fid import InceptionFeatures, fid, kid
 
 PHOTO = "photo"
 
@@ -313,7 +313,7 @@ def analyze(datasets: list[Path], models: list[Path], out: Path, max_images: int
 def group_inception_distances(inception: InceptionFeatures, weights: Path, groups: list[Group],
                               max_images: int | None) -> tuple[dict, dict[str, np.ndarray]]:
     """FID and KID between every pair of groups' real images; also returns each group's features."""
-    features = {g.key: inception(load_images(g.files[:max_images]), desc=f"Inception {g.key}") for g in groups}
+    features = {g.key: inception(list(readable_images(g.files[:max_images])), desc=f"Inception {g.key}") for g in groups}
     keys = [g.key for g in groups]
     n = len(keys)
     fid_matrix, kid_matrix = np.zeros((n, n)), np.zeros((n, n))

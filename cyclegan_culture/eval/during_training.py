@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from cyclegan_culture.data.images import BadImage, load_rgb, pil_to_tensor
+from cyclegan_culture.data.images import pil_to_tensor, readable_images
 from cyclegan_culture.eval import fingerprints as fp
 from cyclegan_culture.eval import metrics
 from cyclegan_culture.eval.analysis import SoftmaxClassifier
@@ -18,15 +19,7 @@ EVAL_SIZE = 128  # longer side of the validation images
 
 
 def _arrays(paths: list[Path], limit: int) -> list[np.ndarray]:
-    out = []
-    for path in paths:
-        if len(out) >= limit:
-            break
-        try:
-            out.append(fp.as_array(load_rgb(path), EVAL_SIZE))
-        except BadImage:
-            continue
-    return out
+    return [fp.as_array(img, EVAL_SIZE) for img in itertools.islice(readable_images(paths), limit)]
 
 
 class TrainingEvaluator:

@@ -73,15 +73,3 @@ def kid(features_1: np.ndarray, features_2: np.ndarray, seed: int = 2020) -> dic
                                  kid_subset_size=subset, verbose=False, rng_seed=seed)
     return {"kid_mean": out["kernel_inception_distance_mean"], "kid_std": out["kernel_inception_distance_std"],
             "kid_subset_size": subset}
-
-
-def load_images(paths: Iterable[Path]) -> list[Image.Image]:
-    from cyclegan_culture.data.images import BadImage, load_rgb
-
-    images = []
-    for path in paths:
-        try:
-            images.append(load_rgb(path))
-        except BadImage:
-            continue
-    return images

@@ -239,13 +239,12 @@ class CycleGANModel:
             for name in NET_NAMES:
                 self.nets[name] = parallel.synchronize_batch_norm(self.nets[name], device)
             self.G_A, self.G_B, self.D_A, self.D_B = (self.nets[name] for name in NET_NAMES)
-        plain = {name: net for name, net in self.nets.items()}
         wrapped = {name: parallel.data_parallel(net, device) if any(p.requires_grad for p in net.parameters())
-                   else net for name, net in plain.items()}
-        compiled = getattr(self.opt, "compile", False)
-        self.run = compile_nets(wrapped) if compiled else wrapped
-        self.critic_run = compile_nets({n: plain[n] for n in ("D_A", "D_B")}) if compiled else \
-            {n: plain[n] for n in ("D_A", "D_B")}
+                   else net for name, net in self.nets.items()}
+        critics = {name: self.nets[name] for name in ("D_A", "D_B")}  # unwrapped: see __init__
+        if getattr(self.opt, "compile", False):
+            wrapped, critics = compile_nets(wrapped), compile_nets(critics)
+        self.run, self.critic_run = wrapped, critics
 
     def current_visuals(self) -> dict[str, torch.Tensor]:
         return {name: getattr(self, name).detach() for name in VISUAL_NAMES if hasattr(self, name)}
