@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cyclegan_culture import options  # noqa: E402
+from cyclegan_culture.models.acceleration import use_conv_algorithm  # noqa: E402
 from cyclegan_culture.models.cycle_gan import CycleGANModel  # noqa: E402
 
 
@@ -56,7 +57,8 @@ def machine() -> str:
 def model_opt(args: argparse.Namespace) -> argparse.Namespace:
     argv = ["--dataroot", "bench", "--crop_size", str(args.crop), "--load_size", str(args.crop), "--netG", args.netG,
             "--ngf", str(args.ngf), "--ndf", str(args.ndf), "--batch_size", str(args.batch_size),
-            "--channels_last", args.channels_last, "--gpu_ids", "0" if args.device == "cuda" else "-1"]
+            "--channels_last", args.channels_last, "--conv_algorithm", args.conv_algorithm,
+            "--gpu_ids", "0" if args.device == "cuda" else "-1"]
     argv += ["--amp"] * args.amp + ["--compile"] * args.compile
     return options.parse(options.build_train_parser(), argv)
 
@@ -73,7 +75,7 @@ class ReferenceStep:
         import itertools
         self.m = model
         for net in model.nets.values():
-            net.to(memory_format=torch.contiguous_format)
+            use_conv_algorithm(net.to(memory_format=torch.contiguous_format), "direct")
         model.memory_format = torch.contiguous_format
         opt = model.opt
         self.optimizer_G = torch.optim.Adam(itertools.chain(model.G_A.parameters(), model.G_B.parameters()),
@@ -230,7 +232,8 @@ def bench_testpy(args: argparse.Namespace) -> dict:
             images = tmp / "results" / "bench" / "test_latest" / "images"
             cmd = [sys.executable, str(ROOT / "test.py"), "--dataroot", str(tmp / "data"), "--name", "bench",
                    "--checkpoints_dir", str(tmp / "ckpt"), "--results_dir", str(tmp / "results"), "--netG",
-                   args.netG, "--ngf", str(args.ngf), "--channels_last", args.channels_last]
+                   args.netG, "--ngf", str(args.ngf), "--channels_last", args.channels_last,
+                   "--conv_algorithm", args.conv_algorithm]
             cmd += ["--amp"] * args.amp + ["--gpu_ids", "0" if args.device == "cuda" else "-1"]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -263,23 +266,29 @@ def config(args: argparse.Namespace) -> dict:
     precision = "bf16" if args.amp and args.device == "cpu" else ("fp16" if args.amp else "fp32")
     return {"mode": "reference" if getattr(args, "reference_step", False) else "ours", "crop": args.crop,
             "netG": args.netG, "ngf": args.ngf, "batch_size": args.batch_size, "precision": precision,
-            "channels_last": args.channels_last, "compile": args.compile, "device": args.device,
+            "channels_last": args.channels_last, "conv_algorithm": args.conv_algorithm, "compile": args.compile, "device": args.device,
             "machine": machine(), "torch": torch.__version__}
+
+
+def _who(r: dict) -> str:
+    """'ours' or 'reference', with the convolution algorithm where ours was not left on auto."""
+    conv = r.get("conv_algorithm", "auto")
+    return r["mode"] if r["mode"] == "reference" or conv == "auto" else f"{r['mode']}, {conv} conv"
 
 
 def markdown_row(r: dict) -> str:
     if r["kind"] == "train":
-        return (f"| train | {r['mode']} | {r['crop']} | {r['batch_size']} | {r['precision']} | {r['channels_last']} | "
+        return (f"| train | {_who(r)} | {r['crop']} | {r['batch_size']} | {r['precision']} | {r['channels_last']} | "
                 f"{r['compile']} | {r['median_s']:.3f} ({r['q1_s']:.3f}-{r['q3_s']:.3f}) | {r['it_per_s']:.3f} | "
                 f"{r.get('gflops_per_s', '')} | {r['peak_rss_mb']} |")
     if r["kind"] == "infer":
-        return (f"| generator | ours | {r['crop']} | 1 | {r['precision']} | {r['channels_last']} | {r['compile']} | "
+        return (f"| generator | {_who(r)} | {r['crop']} | 1 | {r['precision']} | {r['channels_last']} | {r['compile']} | "
                 f"{r['median_s']:.3f} | {r['img_per_s']:.2f} img/s | | {r['peak_rss_mb']} |")
     if r["kind"] == "testpy":
-        return (f"| test.py, {r['images']} translations | {r['mode']} | {r['crop']} | 1 | {r['precision']} | "
+        return (f"| test.py, {r['images']} translations | {_who(r)} | {r['crop']} | 1 | {r['precision']} | "
                 f"{r['channels_last']} | False | {r['wall_s']:.1f} s total | {r['s_per_image']:.3f} s/img | | |")
     if r["kind"] == "compare":
-        return (f"| train, side by side | reference vs ours | {r['crop']} | {r['batch_size']} | {r['precision']} | "
+        return (f"| train, side by side | reference vs {_who(r)} | {r['crop']} | {r['batch_size']} | {r['precision']} | "
                 f"{r['channels_last']} | {r['compile']} | {r['reference_median_s']:.3f} vs {r['ours_median_s']:.3f} | "
                 f"**{r['speedup']:.2f}x** | | |")
     return f"| matmul | | | | fp32 {r['float32_gflops']} GFLOP/s, bf16 {r['bfloat16_gflops']} GFLOP/s | | | | | | |"
@@ -296,6 +305,7 @@ def main() -> None:
     p.add_argument("--amp", action="store_true")
     p.add_argument("--channels_last", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--conv_algorithm", default="auto", choices=["auto", "direct", "winograd"])
     p.add_argument("--reference_step", action="store_true", help="time the reference's step instead of ours")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--iters", type=int, default=8)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The measurements behind docs/performance.md. Run on an otherwise idle machine (about 40 minutes on 2 cores):
+# The measurements behind docs/performance.md. Run on an otherwise idle machine (about 50 minutes on 2 cores):
 #   bash bench/run_all.sh [OUT_DIR]
 # Writes OUT_DIR/results.jsonl and OUT_DIR/table.md (default OUT_DIR: results/bench).
 set -euo pipefail
@@ -18,6 +18,7 @@ b matmul
 b compare --crop 128 --iters 8
 b compare --crop 128 --iters 8 --amp
 b compare --crop 256 --iters 5 --warmup 1
+b compare --crop 256 --iters 5 --warmup 1 --conv_algorithm direct
 b compare --crop 256 --iters 5 --warmup 1 --amp
 # one configuration per process: peak memory and achieved GFLOP/s
 b train --crop 128 --reference_step --flops --iters 5
@@ -36,8 +37,10 @@ b train --crop 128 --netG resnet_6blocks --ngf 32 --ndf 32 --iters 8
 b train --crop 128 --netG resnet_6blocks --ngf 32 --ndf 32 --iters 8 --amp
 # inference: generator alone, and the whole test.py process on 50 + 50 images at 256x256
 b infer --crop 256 --iters 5
+b infer --crop 256 --iters 5 --conv_algorithm direct
 b infer --crop 256 --iters 5 --amp
 b testpy --crop 256 --images 50
+b testpy --crop 256 --images 50 --conv_algorithm direct
 b testpy --crop 256 --images 50 --amp
 b testpy --crop 256 --images 50 --reference_step
 "$PY" bench/memory_soak.py --iters 5000 | tee -a "$J"

@@ -23,7 +23,7 @@ from cyclegan_culture.data.images import pil_to_tensor, tensor_to_pil
 from cyclegan_culture.engine import checkpoint
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.models import networks
-from cyclegan_culture.models.acceleration import amp_dtype, memory_format
+from cyclegan_culture.models.acceleration import amp_dtype, conv_algorithm, memory_format, use_conv_algorithm
 
 SIZE_MULTIPLE = 4  # two stride-2 downsamplings: sizes divisible by 4 come back unchanged
 MIN_SIZE = 8  # the residual blocks' reflection padding needs at least 2x2 at the bottleneck
@@ -45,7 +45,8 @@ def load_generator(opt: argparse.Namespace, path: Path, device: torch.device, in
         raise UserError(f"{path}: does not fit --netG {opt.netG} --ngf {opt.ngf} --norm {opt.norm} "
                         f"({str(exc)[:200]}); pass the flags the model was trained with") from None
     layout = memory_format(getattr(opt, "channels_last", "off"), device, getattr(opt, "amp", False), opt.norm)
-    return net.to(device, memory_format=layout).eval()
+    use_conv_algorithm(net, conv_algorithm(getattr(opt, "conv_algorithm", "auto"), device))
+    return net.to(device, memory_format=layout).eval().requires_grad_(False)
 
 
 def network_file(run_dir: Path, epoch: str, name: str) -> Path:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from cyclegan_culture.errors import UserError
+from cyclegan_culture.models.networks import ResidualConv
 
 
 def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
@@ -50,6 +51,29 @@ def instance_norm_nhwc_is_correct(device_type: str) -> bool:
         grads.append(conv1.weight.grad.detach().float().cpu().clone())
     conv1.to(memory_format=torch.contiguous_format)
     return torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-3)
+
+
+CONV_ALGORITHMS = ("auto", "direct", "winograd")
+
+
+def conv_algorithm(setting: str, device: torch.device, compile_: bool = False) -> str:
+    """The residual blocks' convolution algorithm (networks.ResidualConv). 'auto' stays 'auto' on CPU, where
+    each convolution picks Winograd for fp32 feature maps of at least 48x48 (measured faster there), and is
+    'direct' on CUDA, whose libraries pick their own algorithms, and under --compile, which generates its own
+    convolution code."""
+    if setting not in CONV_ALGORITHMS:
+        raise UserError(f"--conv_algorithm: unknown {setting!r}; use one of {', '.join(CONV_ALGORITHMS)}")
+    if setting == "auto" and (device.type != "cpu" or compile_):
+        return "direct"
+    return setting
+
+
+def use_conv_algorithm(net: nn.Module, algorithm: str) -> nn.Module:
+    """Set how ``net``'s residual-block convolutions are computed (see models/winograd.py)."""
+    for module in net.modules():
+        if isinstance(module, ResidualConv):
+            module.algorithm = algorithm
+    return net
 
 
 def compile_nets(nets: dict[str, nn.Module]) -> dict[str, nn.Module]:

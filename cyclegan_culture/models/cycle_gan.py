@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from cyclegan_culture.models import networks, parallel
-from cyclegan_culture.models.acceleration import amp_dtype, compile_nets, memory_format
+from cyclegan_culture.models.acceleration import (amp_dtype, compile_nets, conv_algorithm, memory_format,
+                                                  use_conv_algorithm)
 from cyclegan_culture.models.image_pool import ImagePool
 from cyclegan_culture.models.losses import GANLoss, gradient_penalty
 
@@ -71,7 +72,10 @@ class CycleGANModel:
         amp = getattr(opt, "amp", False)
         self.amp_dtype = amp_dtype(device, amp)
         self.memory_format = memory_format(getattr(opt, "channels_last", "off"), device, amp, opt.norm)
-        self.G_A, self.G_B = (net.to(device, memory_format=self.memory_format) for net in build_generators(opt))
+        self.conv_algorithm = conv_algorithm(getattr(opt, "conv_algorithm", "auto"), device,
+                                             getattr(opt, "compile", False))
+        self.G_A, self.G_B = (use_conv_algorithm(net, self.conv_algorithm).to(device, memory_format=self.memory_format)
+                              for net in build_generators(opt))
         self.nets: dict[str, nn.Module] = {"G_A": self.G_A, "G_B": self.G_B}
         self.current_losses: dict[str, float] = {}
         if not is_train:

@@ -1,0 +1,262 @@
+"""Reflection-padded 3x3 convolutions by Winograd's minimal filtering, F(4x4, 3x3), for fp32 on CPU.
+
+The residual blocks hold 87% of a ResNet generator's arithmetic, all of it 3x3 convolutions with 256 channels,
+and this CPU already runs direct convolutions at its matrix-multiply peak. Winograd's algorithm computes each
+4x4 output tile from a 6x6 input tile with 36 multiplications per channel pair instead of 144, so the same
+convolution needs 4x fewer multiply-adds, at the price of small linear transforms around one batched matrix
+multiply (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016). Forward, input gradient and
+weight gradient all use it. The results differ from direct convolution by rounding only (about 1e-5 of the
+output's magnitude in fp32); in bf16 that rounding would grow past bf16's own precision, so bf16 and autocast
+keep direct convolution.
+
+Two things make it pay on this machine, both measured (docs/performance.md):
+- the reflection padding is part of the operation, so only the unpadded input is kept for the backward pass
+  (the block's ReLU keeps that tensor anyway), not a padded copy as ``ReflectionPad2d`` + ``Conv2d`` do: this
+  saves more memory than the workspace below costs;
+- intermediate tiles live in a per-thread workspace reused from call to call: fresh multi-megabyte buffers
+  each call cost page faults and fragmented the heap (+20% time and +350 MB resident at crop 128).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import torch
+import torch.nn.functional as F
+
+OUTPUT_TILE = 4
+INPUT_TILE = OUTPUT_TILE + 2
+TILE_POINTS = INPUT_TILE ** 2
+
+
+@functools.lru_cache(maxsize=None)
+def _transforms(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Kronecker products of Lavin & Gray's F(4, 3) matrices, so each 2-D tile transform is one matrix multiply:
+    input (36x36, B^T (x) B^T), filter (36x9, G (x) G) and output (16x36, A^T (x) A^T)."""
+    b_t = torch.tensor([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                        [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=torch.float64)
+    g = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                      [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=torch.float64)
+    a_t = torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+                       dtype=torch.float64)
+    return tuple(torch.kron(m, m).to(device, dtype) for m in (b_t, g, a_t))  # type: ignore[return-value]
+
+
+class _Workspace(threading.local):
+    """Named scratch buffers, grown as needed and reused; one set per thread. Each name's buffer is held at the
+    largest size asked for (tens of MB for 256-channel layers at 64x64)."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        size = 1
+        for n in shape:
+            size *= n
+        buf = self.buffers.get(name)
+        if buf is None or buf.numel() < size or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self.buffers[name] = torch.empty(size, dtype=like.dtype, device=like.device)
+        return buf[:size].view(shape)
+
+
+_workspace = _Workspace()
+
+
+class _Geometry:
+    """Sizes for images of C x H x W: outputs are H x W (reflection padding of 1), computed in th x tw tiles of
+    4x4; the padded input is extended with zeros to 4 * th + 2 rows and 4 * tw + 2 columns. Images go through
+    in groups of about TILES_PER_GROUP tiles: one 64x64 image alone, four 32x32 ones together (fewer tiles per
+    matrix multiply ran it well below the CPU's peak; more made them outgrow the caches; both measured)."""
+
+    TILES_PER_GROUP = 256
+
+    def __init__(self, x: torch.Tensor):
+        self.channels, self.height, self.width = x.shape[1:]
+        if self.height < 2 or self.width < 2:
+            raise ValueError(f"reflection padding needs at least 2x2 inputs, got {self.height}x{self.width}")
+        self.tiles_h, self.tiles_w = -(-self.height // OUTPUT_TILE), -(-self.width // OUTPUT_TILE)
+        self.tiles = self.tiles_h * self.tiles_w
+        self.padded_h, self.padded_w = self.tiles_h * OUTPUT_TILE + 2, self.tiles_w * OUTPUT_TILE + 2
+        self.group = max(1, self.TILES_PER_GROUP // self.tiles)
+
+
+def _reflect_pad(images: torch.Tensor, geo: _Geometry) -> torch.Tensor:
+    """images [G, C, H, W] -> the workspace's [G, C, 4 th + 2, 4 tw + 2]: reflection-padded by 1, then zeros."""
+    h, w = geo.height, geo.width
+    padded = _workspace.get("padded", (images.shape[0], geo.channels, geo.padded_h, geo.padded_w), images)
+    if geo.padded_h > h + 2:
+        padded[:, :, h + 2:].zero_()
+    if geo.padded_w > w + 2:
+        padded[:, :, :, w + 2:].zero_()
+    padded[:, :, 1:h + 1, 1:w + 1] = images
+    padded[:, :, 0, 1:w + 1] = images[:, :, 1]
+    padded[:, :, h + 1, 1:w + 1] = images[:, :, h - 2]
+    padded[:, :, :h + 2, 0] = padded[:, :, :h + 2, 2]
+    padded[:, :, :h + 2, w + 1] = padded[:, :, :h + 2, w - 1]
+    return padded
+
+
+def _input_tiles(images: torch.Tensor, geo: _Geometry) -> torch.Tensor:
+    """images [G, C, H, W] -> their transformed 6x6 tiles B^T D B, [36, C, G * tiles] (workspace).
+
+    Transformed channel by channel ([C] x (36x36 @ 36 x tiles)), then transposed to the tile-point-major layout
+    the batched multiply needs: about 1.6x faster at 64x64 than gathering tile-point-major first and
+    transforming in one wide multiply, whose gather strides across all channels (measured)."""
+    group, channels = images.shape[0], geo.channels
+    columns = group * geo.tiles
+    padded = _reflect_pad(images, geo)
+    tiles = _workspace.get("tiles", (channels, INPUT_TILE, INPUT_TILE, group, geo.tiles_h, geo.tiles_w), images)
+    tiles.copy_(padded.unfold(2, INPUT_TILE, OUTPUT_TILE).unfold(3, INPUT_TILE, OUTPUT_TILE)
+                .permute(1, 4, 5, 0, 2, 3))
+    by_channel = _workspace.get("input_tiles_by_channel", (channels, TILE_POINTS, columns), images)
+    torch.matmul(_transforms(images.device, images.dtype)[0], tiles.view(channels, TILE_POINTS, columns),
+                 out=by_channel)
+    transformed = _workspace.get("input_tiles", (TILE_POINTS, channels, columns), images)
+    transformed.copy_(by_channel.transpose(0, 1))
+    return transformed
+
+
+def _filter_transform(weight: torch.Tensor) -> torch.Tensor:
+    """[O, C, 3, 3] -> G g G^T, [36, O, C] (workspace)."""
+    out_channels, in_channels = weight.shape[:2]
+    flat = _workspace.get("weights", (3, 3, out_channels, in_channels), weight)
+    flat.copy_(weight.permute(2, 3, 0, 1))
+    filters = _workspace.get("filters", (TILE_POINTS, out_channels * in_channels), weight)
+    torch.mm(_transforms(weight.device, weight.dtype)[1], flat.view(9, -1), out=filters)
+    return filters.view(TILE_POINTS, out_channels, in_channels)
+
+
+def _forward(x: torch.Tensor, filters: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    geo = _Geometry(x)
+    out_channels = filters.shape[1]
+    output_transform = _transforms(x.device, x.dtype)[2]
+    y = x.new_empty(x.shape[0], out_channels, geo.height, geo.width)
+    for images, out in zip(x.split(geo.group), y.split(geo.group)):
+        group = images.shape[0]
+        products = _workspace.get("products", (TILE_POINTS, out_channels, group * geo.tiles), x)
+        outputs = _workspace.get("outputs", (OUTPUT_TILE ** 2, out_channels * group * geo.tiles), x)
+        torch.bmm(filters, _input_tiles(images, geo), out=products)
+        torch.mm(output_transform, products.view(TILE_POINTS, -1), out=outputs)
+        tiled = outputs.view(OUTPUT_TILE, OUTPUT_TILE, out_channels, group, geo.tiles_h, geo.tiles_w)
+        tiled = tiled.permute(3, 2, 4, 0, 5, 1).reshape(group, out_channels, geo.tiles_h * OUTPUT_TILE,
+                                                       geo.tiles_w * OUTPUT_TILE)
+        out.copy_(tiled[:, :, :geo.height, :geo.width])
+    return y if bias is None else y.add_(bias.view(1, -1, 1, 1))
+
+
+def _output_gradient_tiles(grad: torch.Tensor, geo: _Geometry) -> torch.Tensor:
+    """A group's output gradient [G, O, H, W] -> its 4x4 tiles E taken back through the output transform,
+    A E A^T, as [36, O, G * tiles] (workspace); channel by channel, as in _input_tiles."""
+    group, out_channels = grad.shape[:2]
+    columns = group * geo.tiles
+    if geo.tiles_h * OUTPUT_TILE != geo.height or geo.tiles_w * OUTPUT_TILE != geo.width:
+        grad = F.pad(grad, (0, geo.tiles_w * OUTPUT_TILE - geo.width, 0, geo.tiles_h * OUTPUT_TILE - geo.height))
+    tiles = _workspace.get("grad_tiles", (out_channels, OUTPUT_TILE, OUTPUT_TILE, group, geo.tiles_h, geo.tiles_w),
+                           grad)
+    tiles.copy_(grad.view(group, out_channels, geo.tiles_h, OUTPUT_TILE, geo.tiles_w, OUTPUT_TILE)
+                .permute(1, 3, 5, 0, 2, 4))
+    by_channel = _workspace.get("grad_tiles_by_channel", (out_channels, TILE_POINTS, columns), grad)
+    torch.matmul(_transforms(grad.device, grad.dtype)[2].t(), tiles.view(out_channels, OUTPUT_TILE ** 2, columns),
+                 out=by_channel)
+    transformed = _workspace.get("grad_transformed", (TILE_POINTS, out_channels, columns), grad)
+    transformed.copy_(by_channel.transpose(0, 1))
+    return transformed
+
+
+def _input_gradient(tile_products: torch.Tensor, geo: _Geometry) -> torch.Tensor:
+    """Gradients of the transformed input tiles [36, C, G * tiles] -> the gradient of the zero-extended padded
+    input, [G, C, 4 th + 2, 4 tw + 2]: each tile through B (channel by channel), overlapping tiles summed."""
+    channels, columns = tile_products.shape[1:]
+    group = columns // geo.tiles
+    by_channel = _workspace.get("tile_products_by_channel", (channels, TILE_POINTS, columns), tile_products)
+    by_channel.copy_(tile_products.transpose(0, 1))
+    tile_grads = _workspace.get("tile_grads", (channels, TILE_POINTS, columns), tile_products)
+    torch.matmul(_transforms(tile_products.device, tile_products.dtype)[0].t(), by_channel, out=tile_grads)
+    if group > 1:
+        tile_grads = tile_grads.view(channels * TILE_POINTS, group, geo.tiles).transpose(0, 1)
+    return F.fold(tile_grads.reshape(group, channels * TILE_POINTS, geo.tiles), (geo.padded_h, geo.padded_w),
+                  INPUT_TILE, stride=OUTPUT_TILE)
+
+
+def _reflect_pad_backward(grad_padded: torch.Tensor, geo: _Geometry) -> torch.Tensor:
+    """Fold the gradient of the padded input [G, C, >= H+2, >= W+2] back onto the images [G, C, H, W] (in
+    place)."""
+    h, w = geo.height, geo.width
+    g = grad_padded[:, :, :h + 2, :w + 2]
+    g[:, :, :, 2] += g[:, :, :, 0]
+    g[:, :, :, w - 1] += g[:, :, :, w + 1]
+    g[:, :, 2] += g[:, :, 0]
+    g[:, :, h - 1] += g[:, :, h + 1]
+    return g[:, :, 1:h + 1, 1:w + 1]
+
+
+class _WinogradConv3x3(torch.autograd.Function):
+    """Both gradients read the forward's bilinear algorithm backwards (transposition principle): with E a 4x4
+    tile of the output gradient and D the matching 6x6 input tile, the weight gradient is
+    G^T [ (A E A^T) * (B^T D B) ] G summed over tiles, and each input tile's gradient is B [ U^T (A E A^T) ] B^T,
+    overlapping tiles summed; A E A^T is computed once for both."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _forward(x, _filter_transform(weight), bias)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_out = grad_out.contiguous()
+        geo = _Geometry(x)
+        out_channels, in_channels = weight.shape[:2]
+        filter_transform = _transforms(x.device, x.dtype)[1]
+        grad_x = torch.empty_like(x) if need_x else None
+        if need_w:
+            weight_products = _workspace.get("weight_products", (TILE_POINTS, out_channels, in_channels), x)
+        if need_x:
+            filters_t = _filter_transform(weight).transpose(1, 2)
+        for first, (images, grad) in enumerate(zip(x.split(geo.group), grad_out.split(geo.group))):
+            group = images.shape[0]
+            grad_tiles = _output_gradient_tiles(grad, geo)
+            if need_w:
+                input_tiles = _input_tiles(images, geo).transpose(1, 2)
+                if first == 0:
+                    torch.bmm(grad_tiles, input_tiles, out=weight_products)
+                else:
+                    weight_products.baddbmm_(grad_tiles, input_tiles)
+            if need_x:
+                tile_products = _workspace.get("tile_products", (TILE_POINTS, in_channels, group * geo.tiles), x)
+                torch.bmm(filters_t, grad_tiles, out=tile_products)
+                padded = _input_gradient(tile_products, geo)
+                grad_x[first * geo.group:first * geo.group + group] = _reflect_pad_backward(padded, geo)
+        grad_w = grad_b = None
+        if need_w:
+            flat = filter_transform.t() @ weight_products.view(TILE_POINTS, -1)  # 9, O * C
+            grad_w = flat.view(3, 3, out_channels, in_channels).permute(2, 3, 0, 1).contiguous()
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b
+
+
+def winograd_filters(weight: torch.Tensor) -> torch.Tensor:
+    """The transformed filters of a 3x3 convolution, [36, O, C], for ``winograd_conv3x3_reflect(filters=...)``:
+    for inference with fixed weights, where computing them once saves a pass over 4x the weights' size per call."""
+    _check_kernel(weight)
+    return _filter_transform(weight).clone()
+
+
+def winograd_conv3x3_reflect(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                             filters: torch.Tensor | None = None) -> torch.Tensor:
+    """Same as ``F.conv2d(F.pad(x, (1, 1, 1, 1), mode='reflect'), weight, bias)`` for a 3x3 kernel, up to
+    rounding. x: [N, C, H, W] with H, W >= 2. ``filters`` (from ``winograd_filters(weight)``) is used where no
+    gradient is computed."""
+    _check_kernel(weight)
+    if filters is not None and not torch.is_grad_enabled():
+        return _forward(x, filters, bias)
+    return _WinogradConv3x3.apply(x, weight, bias)
+
+
+def _check_kernel(weight: torch.Tensor) -> None:
+    if weight.shape[2:] != (3, 3):
+        raise ValueError(f"Winograd F(4x4, 3x3) needs a 3x3 kernel, got {tuple(weight.shape[2:])}")
