@@ -188,7 +188,7 @@ def bench_infer(args: argparse.Namespace) -> dict:
     opt = model_opt(args)
     device = torch.device(args.device)
     model = CycleGANModel(opt, device, is_train=False)
-    G = model.G_A
+    G = model.G_A.requires_grad_(False)  # as test.py loads it (lets Winograd keep its transformed filters)
     if args.compile:
         G = torch.compile(G)
     x = (torch.rand(1, 3, args.crop, args.crop) * 2 - 1).to(device, memory_format=model.memory_format)

@@ -37,6 +37,13 @@ def _conv_bias(norm: str) -> bool:
     return norm == "instance"
 
 
+def _cpu_autocast_enabled() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4 takes no device argument
+        return torch.is_autocast_cpu_enabled()
+
+
 class ResidualConv(nn.Conv2d):
     """The residual blocks' 3x3 convolution with its reflection padding of 1 (the reference's
     ``ReflectionPad2d(1)`` followed by an unpadded ``Conv2d``). A plain ``nn.Conv2d`` in its parameters and
@@ -61,7 +68,7 @@ class ResidualConv(nn.Conv2d):
 
     def _uses_winograd(self, x: torch.Tensor) -> bool:
         if self.algorithm == "direct" or x.device.type != "cpu" or x.dtype != torch.float32 \
-                or self.weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
+                or self.weight.dtype != torch.float32 or _cpu_autocast_enabled():
             return False
         return self.algorithm == "winograd" or x.shape[-2] * x.shape[-1] >= self.WINOGRAD_MIN_PIXELS
 
