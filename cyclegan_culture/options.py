@@ -63,8 +63,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                    help="NHWC memory layout; auto: on only with --amp on CUDA (on CPU it measured slower)")
     s.add_argument("--conv_algorithm", default="auto", choices=["auto", "direct", "winograd"],
                    help="how the residual blocks' 3x3 convolutions run: winograd (4x fewer multiply-adds, rounding "
-                   "differs by ~1e-5; fp32 on CPU only) or direct; auto: winograd on CPU for feature maps of at "
-                   "least 48x48 (crops from about 192 px), unless --compile")
+                   "differs by ~1e-5; fp32 on CPU only) or direct; auto: winograd on CPU for 256-channel feature "
+                   "maps of at least 48x48 (default generator, crops from about 192 px), unless --compile")
     s.add_argument("--compile", action="store_true", help="torch.compile the networks (slow start, faster steps; "
                    "falls back to eager with a warning where it cannot compile)")
 

@@ -87,10 +87,15 @@ def test_generator_output_matches_direct_and_auto_picks_by_feature_map_size(monk
         expected = use_conv_algorithm(net, "direct")(x)
         assert not calls
         use_conv_algorithm(net, "auto")(x)
-        assert not calls  # 16x16 is below the size where Winograd pays
+        assert not calls  # 32 channels and 16x16 maps: below where Winograd pays
         monkeypatch.setattr(ResidualConv, "WINOGRAD_MIN_PIXELS", 16 * 16)
+        net(x)
+        assert not calls  # still too few channels
+        monkeypatch.setattr(ResidualConv, "WINOGRAD_MIN_CHANNELS", 32)
         auto = net(x)
         assert len(calls) == 12  # two convolutions in each of six blocks
+        net(torch.rand(1, 3, 60, 60))
+        assert len(calls) == 12  # 15x15 maps: too small again
         forced = use_conv_algorithm(net, "winograd")(torch.rand(1, 3, 16, 16))  # 4x4 maps: forced is forced
         assert len(calls) == 24 and forced.shape == (1, 3, 16, 16)
     torch.testing.assert_close(auto, expected, rtol=0, atol=1e-5)

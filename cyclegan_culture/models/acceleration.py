@@ -58,9 +58,9 @@ CONV_ALGORITHMS = ("auto", "direct", "winograd")
 
 def conv_algorithm(setting: str, device: torch.device, compile_: bool = False) -> str:
     """The residual blocks' convolution algorithm (networks.ResidualConv). 'auto' stays 'auto' on CPU, where
-    each convolution picks Winograd for fp32 feature maps of at least 48x48 (measured faster there), and is
-    'direct' on CUDA, whose libraries pick their own algorithms, and under --compile, which generates its own
-    convolution code."""
+    each convolution picks Winograd for fp32 feature maps of 256 channels and at least 48x48 (measured faster
+    there), and is 'direct' on CUDA, whose libraries pick their own algorithms, and under --compile, which
+    generates its own convolution code."""
     if setting not in CONV_ALGORITHMS:
         raise UserError(f"--conv_algorithm: unknown {setting!r}; use one of {', '.join(CONV_ALGORITHMS)}")
     if setting == "auto" and (device.type != "cpu" or compile_):

@@ -48,14 +48,17 @@ class ResidualConv(nn.Conv2d):
     """The residual blocks' 3x3 convolution with its reflection padding of 1 (the reference's
     ``ReflectionPad2d(1)`` followed by an unpadded ``Conv2d``). A plain ``nn.Conv2d`` in its parameters and
     state dict. ``algorithm`` says how it is computed: 'direct' (PyTorch's padding and convolution), 'winograd'
-    (models/winograd.py) or 'auto' (Winograd for feature maps of at least WINOGRAD_MIN_PIXELS). Winograd applies
-    only to fp32 on CPU outside autocast; elsewhere it would not pay (bf16 rounding; GPU libraries that choose
-    their own algorithms), and the convolution is direct."""
+    (models/winograd.py) or 'auto' (Winograd for feature maps of at least WINOGRAD_MIN_CHANNELS channels and
+    WINOGRAD_MIN_PIXELS pixels). Winograd applies only to fp32 on CPU outside autocast; elsewhere it would not
+    pay (bf16 rounding; GPU libraries that choose their own algorithms), and the convolution is direct."""
 
     algorithm = "direct"
-    # From 48x48 pixels per feature map (crops from about 192 px): at crop 256 it made the training step 1.29x
-    # faster; at crop 128 (32x32 maps) only 1.06x, for 43 MB more peak memory (its memory-bound tile transforms
-    # and workspace weigh more on small maps), which would put training above the reference's peak.
+    # Where 'auto' uses Winograd, measured per convolution and per step: from 256 channels (the default
+    # generator's blocks; at 128 channels, as in --preset cpu, it was no faster, at 64 slower) and from 48x48
+    # pixels per feature map (crops from about 192 px). At crop 256 it made the training step 1.29x faster; at
+    # crop 128 (32x32 maps) only 1.06x, for 43 MB more peak memory (its memory-bound tile transforms and
+    # workspace weigh more on small maps), which would put training above the reference's peak.
+    WINOGRAD_MIN_CHANNELS = 256
     WINOGRAD_MIN_PIXELS = 48 * 48
 
     def __init__(self, dim: int, use_bias: bool):
@@ -70,7 +73,8 @@ class ResidualConv(nn.Conv2d):
         if self.algorithm == "direct" or x.device.type != "cpu" or x.dtype != torch.float32 \
                 or self.weight.dtype != torch.float32 or _cpu_autocast_enabled():
             return False
-        return self.algorithm == "winograd" or x.shape[-2] * x.shape[-1] >= self.WINOGRAD_MIN_PIXELS
+        return self.algorithm == "winograd" or (x.shape[-3] >= self.WINOGRAD_MIN_CHANNELS
+                                                and x.shape[-2] * x.shape[-1] >= self.WINOGRAD_MIN_PIXELS)
 
     def _inference_filters(self) -> torch.Tensor | None:
         """Transformed filters kept between calls where the weights are fixed (requires_grad off, as for the
