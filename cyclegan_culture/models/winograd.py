@@ -216,12 +216,12 @@ class _WinogradConv3x3(torch.autograd.Function):
             weight_products = _workspace.get("weight_products", (TILE_POINTS, out_channels, in_channels), x)
         if need_x:
             filters_t = _filter_transform(weight).transpose(1, 2)
-        for first, (images, grad) in enumerate(zip(x.split(geo.group), grad_out.split(geo.group))):
+        for index, (images, grad) in enumerate(zip(x.split(geo.group), grad_out.split(geo.group))):
             group = images.shape[0]
             grad_tiles = _output_gradient_tiles(grad, geo)
             if need_w:
                 input_tiles = _input_tiles(images, geo).transpose(1, 2)
-                if first == 0:
+                if index == 0:
                     torch.bmm(grad_tiles, input_tiles, out=weight_products)
                 else:
                     weight_products.baddbmm_(grad_tiles, input_tiles)
@@ -229,7 +229,7 @@ class _WinogradConv3x3(torch.autograd.Function):
                 tile_products = _workspace.get("tile_products", (TILE_POINTS, in_channels, group * geo.tiles), x)
                 torch.bmm(filters_t, grad_tiles, out=tile_products)
                 padded = _input_gradient(tile_products, geo)
-                grad_x[first * geo.group:first * geo.group + group] = _reflect_pad_backward(padded, geo)
+                grad_x[index * geo.group:index * geo.group + group] = _reflect_pad_backward(padded, geo)
         grad_w = grad_b = None
         if need_w:
             flat = filter_transform.t() @ weight_products.view(TILE_POINTS, -1)  # 9, O * C
