@@ -266,7 +266,8 @@ def config(args: argparse.Namespace) -> dict:
     precision = "bf16" if args.amp and args.device == "cpu" else ("fp16" if args.amp else "fp32")
     return {"mode": "reference" if getattr(args, "reference_step", False) else "ours", "crop": args.crop,
             "netG": args.netG, "ngf": args.ngf, "batch_size": args.batch_size, "precision": precision,
-            "channels_last": args.channels_last, "conv_algorithm": args.conv_algorithm, "compile": args.compile, "device": args.device,
+            "channels_last": args.channels_last, "conv_algorithm": args.conv_algorithm, "compile": args.compile,
+            "device": args.device,
             "machine": machine(), "torch": torch.__version__}
 
 
@@ -305,7 +306,7 @@ def main() -> None:
     p.add_argument("--amp", action="store_true")
     p.add_argument("--channels_last", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--conv_algorithm", default="auto", choices=["auto", "direct", "winograd"])
+    p.add_argument("--conv_algorithm", default="auto", choices=options.CONV_ALGORITHMS)
     p.add_argument("--reference_step", action="store_true", help="time the reference's step instead of ours")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--iters", type=int, default=8)

@@ -14,6 +14,8 @@ from typing import Any
 
 from cyclegan_culture.errors import UserError
 
+CONV_ALGORITHMS = ("auto", "direct", "winograd")  # --conv_algorithm; models/acceleration.py resolves them
+
 NETG_CHOICES = ("resnet_9blocks", "resnet_6blocks")
 NETD_CHOICES = ("basic", "n_layers", "pixel")
 NORM_CHOICES = ("instance", "batch", "none")
@@ -61,7 +63,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                    "scaling on CUDA (faster; changes numerics slightly)")
     s.add_argument("--channels_last", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
                    help="NHWC memory layout; auto: on only with --amp on CUDA (on CPU it measured slower)")
-    s.add_argument("--conv_algorithm", default="auto", choices=["auto", "direct", "winograd"],
+    s.add_argument("--conv_algorithm", default="auto", choices=CONV_ALGORITHMS,
                    help="how the residual blocks' 3x3 convolutions run: winograd (4x fewer multiply-adds, rounding "
                    "differs by ~1e-5; fp32 on CPU only) or direct; auto: winograd on CPU for 256-channel feature "
                    "maps of at least 48x48 (default generator, crops from about 192 px), unless --compile")

@@ -10,6 +10,7 @@ from torch import nn
 
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.models.networks import ResidualConv
+from cyclegan_culture.options import CONV_ALGORITHMS
 
 
 def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
@@ -51,9 +52,6 @@ def instance_norm_nhwc_is_correct(device_type: str) -> bool:
         grads.append(conv1.weight.grad.detach().float().cpu().clone())
     conv1.to(memory_format=torch.contiguous_format)
     return torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-3)
-
-
-CONV_ALGORITHMS = ("auto", "direct", "winograd")
 
 
 def conv_algorithm(setting: str, device: torch.device, compile_: bool = False) -> str:

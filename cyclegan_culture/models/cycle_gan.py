@@ -72,9 +72,8 @@ class CycleGANModel:
         amp = getattr(opt, "amp", False)
         self.amp_dtype = amp_dtype(device, amp)
         self.memory_format = memory_format(getattr(opt, "channels_last", "off"), device, amp, opt.norm)
-        self.conv_algorithm = conv_algorithm(getattr(opt, "conv_algorithm", "auto"), device,
-                                             getattr(opt, "compile", False))
-        self.G_A, self.G_B = (use_conv_algorithm(net, self.conv_algorithm).to(device, memory_format=self.memory_format)
+        algorithm = conv_algorithm(getattr(opt, "conv_algorithm", "auto"), device, getattr(opt, "compile", False))
+        self.G_A, self.G_B = (use_conv_algorithm(net, algorithm).to(device, memory_format=self.memory_format)
                               for net in build_generators(opt))
         self.nets: dict[str, nn.Module] = {"G_A": self.G_A, "G_B": self.G_B}
         self.current_losses: dict[str, float] = {}

@@ -55,9 +55,9 @@ class ResidualConv(nn.Conv2d):
     algorithm = "direct"
     # Where 'auto' uses Winograd, measured (docs/performance.md): from 256 channels (the default generator's
     # blocks; with 128, as in --preset cpu, test.py was no faster and used more memory; with 64, slower) and
-    # from 48x48 pixels per feature map (crops from about 192 px). At crop 256 it made the training step 1.29x faster; at
-    # crop 128 (32x32 maps) only 1.06x, for 43 MB more peak memory (its memory-bound tile transforms and
-    # workspace weigh more on small maps), which would put training above the reference's peak.
+    # from 48x48 pixels per feature map (crops from about 192 px). At crop 256 it made the training step 1.29x
+    # faster; at crop 128 (32x32 maps) only 1.06x, for 43 MB more peak memory (its memory-bound tile transforms
+    # and workspace weigh more on small maps), which would put training above the reference's peak.
     WINOGRAD_MIN_CHANNELS = 256
     WINOGRAD_MIN_PIXELS = 48 * 48
 
