@@ -32,12 +32,31 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cyclegan_culture import options  # noqa: E402
+from cyclegan_culture.engine.distributed import select_device  # noqa: E402
 from cyclegan_culture.models.acceleration import use_conv_algorithm  # noqa: E402
 from cyclegan_culture.models.cycle_gan import CycleGANModel  # noqa: E402
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_memory(device: torch.device) -> dict:
+    """Peak host memory of this process, and on CUDA the peak of PyTorch's GPU allocations."""
+    out = {"peak_rss_mb": round(peak_rss_mb())}
+    if device.type == "cuda":
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20)
+    return out
+
+
+def bench_device(args: argparse.Namespace) -> torch.device:
+    """The device as train.py and test.py set it up (cuDNN autotuning on CUDA), except for the reference's step,
+    which runs with PyTorch's defaults as the reference does."""
+    if args.device == "cuda" and not getattr(args, "reference_step", False):
+        device = select_device([0])
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"
+        return device
+    return torch.device(args.device)
 
 
 def machine() -> str:
@@ -85,7 +104,7 @@ class ReferenceStep:
         self.l1 = torch.nn.L1Loss()
 
     def gan(self, pred: torch.Tensor, real: bool) -> torch.Tensor:
-        return torch.nn.functional.mse_loss(pred, torch.tensor(1.0 if real else 0.0).expand_as(pred))
+        return torch.nn.functional.mse_loss(pred, torch.tensor(1.0 if real else 0.0, device=pred.device).expand_as(pred))
 
     def __call__(self) -> None:
         m, opt = self.m, self.m.opt
@@ -112,6 +131,11 @@ class ReferenceStep:
         self.optimizer_D.step()
 
 
+def layout(model: CycleGANModel) -> str:
+    """The memory layout --channels_last resolved to."""
+    return "NHWC" if model.memory_format == torch.channels_last else "NCHW"
+
+
 def summarize(times: list[float]) -> dict:
     q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
     return {"median_s": round(statistics.median(times), 4), "q1_s": round(q[0], 4), "q3_s": round(q[2], 4),
@@ -130,7 +154,7 @@ def timed_step(model: CycleGANModel, step, batch: dict, device: torch.device) ->
 
 def bench_train(args: argparse.Namespace) -> dict:
     opt = model_opt(args)
-    device = torch.device(args.device)
+    device = bench_device(args)
     torch.manual_seed(0)
     model = CycleGANModel(opt, device)
     step = ReferenceStep(model) if args.reference_step else model.optimize_parameters
@@ -154,8 +178,8 @@ def bench_train(args: argparse.Namespace) -> dict:
             times.append(elapsed)
         if i == args.warmup - 1:
             warm_s = time.perf_counter() - start
-    result = {"kind": "train", **config(args), **summarize(times), "warmup_s": round(warm_s, 2),
-              "it_per_s": round(1 / statistics.median(times), 4), "peak_rss_mb": round(peak_rss_mb())}
+    result = {"kind": "train", **config(args), "layout": layout(model), **summarize(times), "warmup_s": round(warm_s, 2),
+              "it_per_s": round(1 / statistics.median(times), 4), **peak_memory(device)}
     if flops:
         result["gflop_per_it"] = round(flops / 1e9, 1)
         result["gflops_per_s"] = round(flops / 1e9 / statistics.median(times), 1)
@@ -163,9 +187,10 @@ def bench_train(args: argparse.Namespace) -> dict:
 
 
 def bench_compare(args: argparse.Namespace) -> dict:
-    """Reference step and ours, alternating iteration by iteration in one process, so machine drift hits both."""
+    """Reference step and ours, alternating iteration by iteration in one process, so machine drift hits both.
+    (On CUDA both then run with cuDNN autotuning, which is process-wide.)"""
     opt = model_opt(args)
-    device = torch.device(args.device)
+    device = bench_device(args)
     torch.manual_seed(0)
     ours = CycleGANModel(opt, device)
     ref_opt = model_opt(argparse.Namespace(**{**vars(args), "amp": False, "compile": False, "channels_last": "off"}))
@@ -180,13 +205,13 @@ def bench_compare(args: argparse.Namespace) -> dict:
             if i >= args.warmup:
                 times[name].append(elapsed)
     ref, mine = statistics.median(times["reference"]), statistics.median(times["ours"])
-    return {"kind": "compare", **config(args), "reference_median_s": round(ref, 4), "ours_median_s": round(mine, 4),
+    return {"kind": "compare", **config(args), "layout": layout(ours), "reference_median_s": round(ref, 4), "ours_median_s": round(mine, 4),
             "speedup": round(ref / mine, 3), "reference": summarize(times["reference"]), "ours": summarize(times["ours"])}
 
 
 def bench_infer(args: argparse.Namespace) -> dict:
     opt = model_opt(args)
-    device = torch.device(args.device)
+    device = bench_device(args)
     model = CycleGANModel(opt, device, is_train=False)
     G = model.G_A.requires_grad_(False)  # as test.py loads it (lets Winograd keep its transformed filters)
     if args.compile:
@@ -202,8 +227,8 @@ def bench_infer(args: argparse.Namespace) -> dict:
                 torch.cuda.synchronize()
             if i >= args.warmup:
                 times.append(time.perf_counter() - t0)
-    return {"kind": "infer", **config(args), **summarize(times), "img_per_s": round(1 / statistics.median(times), 3),
-            "peak_rss_mb": round(peak_rss_mb())}
+    return {"kind": "infer", **config(args), "layout": layout(model), **summarize(times), "img_per_s": round(1 / statistics.median(times), 3),
+            **peak_memory(device)}
 
 
 def bench_testpy(args: argparse.Namespace) -> dict:
@@ -227,7 +252,7 @@ def bench_testpy(args: argparse.Namespace) -> dict:
         if args.reference_step:
             images = tmp / "results"
             cmd = [sys.executable, str(ROOT / "bench" / "reference_test.py"), str(tmp / "data"), str(run), str(images),
-                   "--ngf", str(args.ngf), "--netG", args.netG, "--num_test", str(args.images)]
+                   "--ngf", str(args.ngf), "--netG", args.netG, "--num_test", str(args.images), "--device", args.device]
         else:
             images = tmp / "results" / "bench" / "test_latest" / "images"
             cmd = [sys.executable, str(ROOT / "test.py"), "--dataroot", str(tmp / "data"), "--name", "bench",
@@ -246,18 +271,22 @@ def bench_testpy(args: argparse.Namespace) -> dict:
 
 
 def bench_matmul(args: argparse.Namespace) -> dict:
-    """Sustained GFLOP/s of a large matrix multiply, fp32 and bf16: the ceiling for convolution-heavy work."""
-    out = {"kind": "matmul", "machine": machine(), "torch": torch.__version__}
-    n = 2048
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        for _ in range(3):
-            a @ b
+    """Sustained GFLOP/s of a large matrix multiply on the benchmark's device, fp32 and bf16 (and fp16 on CUDA):
+    the ceiling for convolution-heavy work. fp32 on CUDA is true fp32 (PyTorch's default, TF32 off)."""
+    device = torch.device(args.device)
+    out = {"kind": "matmul", "machine": machine(), "torch": torch.__version__, "device": args.device}
+    n = 8192 if device.type == "cuda" else 2048
+    dtypes = (torch.float32, torch.bfloat16) + ((torch.float16,) if device.type == "cuda" else ())
+    for dtype in dtypes:
+        a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
         times = []
-        for _ in range(10):
+        for i in range(13):
             t0 = time.perf_counter()
             a @ b
-            times.append(time.perf_counter() - t0)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= 3:
+                times.append(time.perf_counter() - t0)
         out[f"{str(dtype).split('.')[-1]}_gflops"] = round(2 * n ** 3 / statistics.median(times) / 1e9, 1)
     return out
 
@@ -267,7 +296,7 @@ def config(args: argparse.Namespace) -> dict:
     return {"mode": "reference" if getattr(args, "reference_step", False) else "ours", "crop": args.crop,
             "netG": args.netG, "ngf": args.ngf, "batch_size": args.batch_size, "precision": precision,
             "channels_last": args.channels_last, "conv_algorithm": args.conv_algorithm, "compile": args.compile,
-            "device": args.device,
+            "device": args.device, **({"cudnn_benchmark": args.cudnn_benchmark} if args.device == "cuda" else {}),
             "machine": machine(), "torch": torch.__version__}
 
 
@@ -277,22 +306,34 @@ def _who(r: dict) -> str:
     return r["mode"] if r["mode"] == "reference" or conv == "auto" else f"{r['mode']}, {conv} conv"
 
 
+def _layout(r: dict) -> str:
+    """--channels_last as given, with the layout it resolved to where the benchmark recorded it."""
+    return f"{r['channels_last']} ({r['layout']})" if "layout" in r else r["channels_last"]
+
+
+def _peak(r: dict) -> str:
+    """Peak memory for the table: GPU allocations on CUDA, the process's RSS on CPU."""
+    return f"{r['peak_gpu_mb']} (GPU)" if "peak_gpu_mb" in r else str(r["peak_rss_mb"])
+
+
 def markdown_row(r: dict) -> str:
     if r["kind"] == "train":
-        return (f"| train | {_who(r)} | {r['crop']} | {r['batch_size']} | {r['precision']} | {r['channels_last']} | "
+        return (f"| train | {_who(r)} | {r['crop']} | {r['batch_size']} | {r['precision']} | {_layout(r)} | "
                 f"{r['compile']} | {r['median_s']:.3f} ({r['q1_s']:.3f}-{r['q3_s']:.3f}) | {r['it_per_s']:.3f} | "
-                f"{r.get('gflops_per_s', '')} | {r['peak_rss_mb']} |")
+                f"{r.get('gflops_per_s', '')} | {_peak(r)} |")
     if r["kind"] == "infer":
-        return (f"| generator | {_who(r)} | {r['crop']} | 1 | {r['precision']} | {r['channels_last']} | {r['compile']} | "
-                f"{r['median_s']:.3f} | {r['img_per_s']:.2f} img/s | | {r['peak_rss_mb']} |")
+        return (f"| generator | {_who(r)} | {r['crop']} | 1 | {r['precision']} | {_layout(r)} | {r['compile']} | "
+                f"{r['median_s']:.3f} | {r['img_per_s']:.2f} img/s | | {_peak(r)} |")
     if r["kind"] == "testpy":
         return (f"| test.py, {r['images']} translations | {_who(r)} | {r['crop']} | 1 | {r['precision']} | "
-                f"{r['channels_last']} | False | {r['wall_s']:.1f} s total | {r['s_per_image']:.3f} s/img | | |")
+                f"{_layout(r)} | False | {r['wall_s']:.1f} s total | {r['s_per_image']:.3f} s/img | | |")
     if r["kind"] == "compare":
         return (f"| train, side by side | reference vs {_who(r)} | {r['crop']} | {r['batch_size']} | {r['precision']} | "
-                f"{r['channels_last']} | {r['compile']} | {r['reference_median_s']:.3f} vs {r['ours_median_s']:.3f} | "
+                f"{_layout(r)} | {r['compile']} | {r['reference_median_s']:.3f} vs {r['ours_median_s']:.3f} | "
                 f"**{r['speedup']:.2f}x** | | |")
-    return f"| matmul | | | | fp32 {r['float32_gflops']} GFLOP/s, bf16 {r['bfloat16_gflops']} GFLOP/s | | | | | | |"
+    short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+    rates = ", ".join(f"{short[k[:-len('_gflops')]]} {v} GFLOP/s" for k, v in r.items() if k.endswith("_gflops"))
+    return f"| matmul | | | | {rates} | | | | | | |"
 
 
 def main() -> None:
@@ -307,6 +348,8 @@ def main() -> None:
     p.add_argument("--channels_last", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--compile", action="store_true")
     p.add_argument("--conv_algorithm", default="auto", choices=options.CONV_ALGORITHMS)
+    p.add_argument("--cudnn_benchmark", default="on", choices=["on", "off"],
+                   help="CUDA: cuDNN autotuning for our step (train.py and test.py turn it on)")
     p.add_argument("--reference_step", action="store_true", help="time the reference's step instead of ours")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--iters", type=int, default=8)

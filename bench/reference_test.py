@@ -33,6 +33,7 @@ def main() -> None:
     p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--netG", default="resnet_9blocks")
     p.add_argument("--num_test", type=int, default=50)
+    p.add_argument("--device", default="cpu")
     args = p.parse_args()
     transform = T.Compose([T.Resize([286, 286], T.InterpolationMode.BICUBIC), T.RandomCrop(256), T.ToTensor(),
                            T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
@@ -40,14 +41,14 @@ def main() -> None:
     for name in ("G_A", "G_B"):
         net = define_G(3, 3, args.ngf, args.netG)
         net.load_state_dict(torch.load(Path(args.run_dir) / f"latest_net_{name}.pth", map_location="cpu", weights_only=True))
-        nets[name] = net
+        nets[name] = net.to(args.device)
     a_files = sorted((Path(args.dataroot) / "testA").iterdir())
     b_files = sorted((Path(args.dataroot) / "testB").iterdir())
     out = Path(args.results_dir)
     out.mkdir(parents=True, exist_ok=True)
     for i in range(min(args.num_test, len(a_files))):
-        real_A = transform(Image.open(a_files[i]).convert("RGB")).unsqueeze(0)
-        real_B = transform(Image.open(b_files[i % len(b_files)]).convert("RGB")).unsqueeze(0)
+        real_A = transform(Image.open(a_files[i]).convert("RGB")).unsqueeze(0).to(args.device)
+        real_B = transform(Image.open(b_files[i % len(b_files)]).convert("RGB")).unsqueeze(0).to(args.device)
         with torch.no_grad():
             fake_B = nets["G_A"](real_A)
             rec_A = nets["G_B"](fake_B)
