@@ -44,7 +44,7 @@ def load_generator(opt: argparse.Namespace, path: Path, device: torch.device, in
     except ValueError as exc:
         raise UserError(f"{path}: does not fit --netG {opt.netG} --ngf {opt.ngf} --norm {opt.norm} "
                         f"({str(exc)[:200]}); pass the flags the model was trained with") from None
-    layout = memory_format(getattr(opt, "channels_last", "off"), device, getattr(opt, "amp", False), opt.norm)
+    layout = memory_format(getattr(opt, "channels_last", "off"), device, opt.norm)
     use_conv_algorithm(net, conv_algorithm(getattr(opt, "conv_algorithm", "auto"), device))
     return net.to(device, memory_format=layout).eval().requires_grad_(False)
 

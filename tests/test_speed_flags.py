@@ -97,3 +97,15 @@ def test_translate_with_amp_returns_fp32_of_the_input_size():
         full, low = translate(g, x), translate(g, x, torch.bfloat16)
     assert full.shape == low.shape == x.shape and low.dtype == torch.float32
     assert (full - low).abs().max() < 0.1
+
+
+def test_auto_layout_is_nchw_and_on_is_refused_where_nhwc_instance_norm_is_wrong(monkeypatch):
+    from cyclegan_culture.models import acceleration
+    cuda = torch.device("cuda")  # only its type is read: no GPU needed
+    monkeypatch.setattr(acceleration, "instance_norm_nhwc_is_correct", lambda device_type: True)
+    assert acceleration.memory_format("auto", cuda) == torch.contiguous_format
+    assert acceleration.memory_format("on", cuda) == torch.channels_last
+    monkeypatch.setattr(acceleration, "instance_norm_nhwc_is_correct", lambda device_type: False)
+    assert acceleration.memory_format("on", cuda, norm="batch") == torch.channels_last
+    with pytest.raises(UserError, match="--channels_last"):
+        acceleration.memory_format("on", cuda)

@@ -21,33 +21,33 @@ def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cpu" else torch.float16
 
 
-def memory_format(setting: str, device: torch.device, amp: bool, norm: str = "instance") -> torch.memory_format:
-    """'auto' picks what measured fastest: NCHW on CPU, where NHWC made the whole CycleGAN step slower (reflection
-    padding and instance norm convert layouts; docs/performance.md), and NHWC for mixed precision on CUDA, where
-    tensor cores want it."""
-    if setting == "auto":
-        on = device.type == "cuda" and amp
-    else:
-        on = setting == "on"
-    if on and norm == "instance" and not instance_norm_nhwc_is_correct(device.type):
+def memory_format(setting: str, device: torch.device, norm: str = "instance") -> torch.memory_format:
+    """NHWC only when asked for ('on'). 'auto' is NCHW: NHWC made the CPU step slower (reflection padding and
+    instance norm convert layouts) and was no faster for the default batch of one with --amp on an H200
+    (docs/performance.md)."""
+    if setting != "on":
+        return torch.contiguous_format
+    if norm == "instance" and not instance_norm_nhwc_is_correct(device.type):
         raise UserError(f"--channels_last: this PyTorch ({torch.__version__}) computes wrong instance-norm "
                         f"gradients for single images in channels_last layout on {device.type}; use "
                         "--channels_last off (or auto)")
-    return torch.channels_last if on else torch.contiguous_format
+    return torch.channels_last
 
 
 @functools.lru_cache(maxsize=None)
 def instance_norm_nhwc_is_correct(device_type: str) -> bool:
     """Probe a known PyTorch bug (seen in 2.14 on CPU): instance norm's backward in channels_last layout with a
-    batch of one gives wrong weight gradients upstream. Compares against NCHW on a tiny network."""
+    batch of one gives wrong weight gradients upstream. Compares against NCHW on a tiny network, in float64 so that
+    rounding (TF32 convolutions on CUDA, algorithms that differ by layout) cannot pass for the bug."""
     gen = torch.Generator().manual_seed(0)
     conv1, conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3)
     x = torch.randn(1, 3, 8, 8, generator=gen)
     grads = []
     for layout in (torch.contiguous_format, torch.channels_last):
-        net = nn.Sequential(conv1, nn.InstanceNorm2d(4), conv2).to(device_type, memory_format=layout)
+        net = nn.Sequential(conv1, nn.InstanceNorm2d(4), conv2).to(device_type, torch.float64,
+                                                                     memory_format=layout)
         net.zero_grad(set_to_none=True)
-        out = net(x.to(device_type).contiguous(memory_format=layout))
+        out = net(x.to(device_type, torch.float64).contiguous(memory_format=layout))
         (out * out).sum().backward()
         grads.append(conv1.weight.grad.detach().float().cpu().clone())
     conv1.to(memory_format=torch.contiguous_format)

@@ -71,7 +71,7 @@ class CycleGANModel:
         self.is_train = is_train
         amp = getattr(opt, "amp", False)
         self.amp_dtype = amp_dtype(device, amp)
-        self.memory_format = memory_format(getattr(opt, "channels_last", "off"), device, amp, opt.norm)
+        self.memory_format = memory_format(getattr(opt, "channels_last", "off"), device, opt.norm)
         algorithm = conv_algorithm(getattr(opt, "conv_algorithm", "auto"), device, getattr(opt, "compile", False))
         self.G_A, self.G_B = (use_conv_algorithm(net, algorithm).to(device, memory_format=self.memory_format)
                               for net in build_generators(opt))
