@@ -104,7 +104,8 @@ class ReferenceStep:
         self.l1 = torch.nn.L1Loss()
 
     def gan(self, pred: torch.Tensor, real: bool) -> torch.Tensor:
-        return torch.nn.functional.mse_loss(pred, torch.tensor(1.0 if real else 0.0, device=pred.device).expand_as(pred))
+        target = torch.tensor(1.0 if real else 0.0, device=pred.device)
+        return torch.nn.functional.mse_loss(pred, target.expand_as(pred))
 
     def __call__(self) -> None:
         m, opt = self.m, self.m.opt
