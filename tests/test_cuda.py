@@ -9,21 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cyclegan_culture import options
 from cyclegan_culture.engine import checkpoint
-from cyclegan_culture.models.cycle_gan import CycleGANModel
-from tests.test_speed_flags import batch
+from tests.test_speed_flags import batch, tiny_model
 from tests.test_train_resume import make_trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-def tiny_model(device: str, *flags: str, seed: int = 0) -> CycleGANModel:
-    opt = options.parse(options.build_train_parser(),
-                        ["--dataroot", "x", "--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks",
-                         "--gpu_ids", "0" if device == "cuda" else "-1", *flags])
-    torch.manual_seed(seed)
-    return CycleGANModel(opt, torch.device(device))
 
 
 @pytest.fixture
@@ -37,8 +27,8 @@ def exact_fp32():
 
 def test_fp32_step_on_cuda_matches_cpu(exact_fp32):
     # SGD, so that rounding differences are not amplified into sign flips as Adam's first steps would
-    cpu = tiny_model("cpu", "--optimizer", "sgd", "--channels_last", "off", seed=3)
-    gpu = tiny_model("cuda", "--optimizer", "sgd", "--channels_last", "off", seed=3)
+    cpu = tiny_model("--optimizer", "sgd", seed=3)
+    gpu = tiny_model("--optimizer", "sgd", seed=3, device="cuda")
     for model in (cpu, gpu):
         model.set_input(batch())
         model.optimize_parameters()
@@ -48,14 +38,14 @@ def test_fp32_step_on_cuda_matches_cpu(exact_fp32):
             assert torch.allclose(a, b.cpu(), atol=1e-4, rtol=1e-4), f"{name}.{key}"
     for name, value in cpu.current_losses.items():
         assert abs(value - gpu.current_losses[name]) < 1e-4, name
-    start = tiny_model("cpu", "--optimizer", "sgd", "--channels_last", "off", seed=3)
+    start = tiny_model("--optimizer", "sgd", seed=3)
     moved = max((p - q).abs().max().item() for p, q in zip(start.G_A.parameters(), cpu.G_A.parameters()))
     assert moved > 1e-4  # the step did change the weights, so agreement above means something
 
 
 @pytest.mark.parametrize("layout", ["auto", "on"])
 def test_amp_on_cuda_is_fp16_with_loss_scaling(layout):
-    model = tiny_model("cuda", "--amp", "--channels_last", layout)
+    model = tiny_model("--amp", "--channels_last", layout, device="cuda")
     assert model.amp_dtype == torch.float16 and model.scaler.is_enabled()
     # NHWC only when asked for; PyTorch's CUDA instance norm passes the NHWC probe (unlike 2.14's on CPU)
     assert model.memory_format == (torch.channels_last if layout == "on" else torch.contiguous_format)
@@ -69,7 +59,7 @@ def test_amp_on_cuda_is_fp16_with_loss_scaling(layout):
 
 
 def test_compile_on_cuda_trains_with_finite_losses():
-    model = tiny_model("cuda", "--compile", "--amp")
+    model = tiny_model("--compile", "--amp", device="cuda")
     for _ in range(2):
         model.set_input(batch())
         model.optimize_parameters()

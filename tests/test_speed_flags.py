@@ -13,12 +13,12 @@ from cyclegan_culture.models.cycle_gan import CycleGANModel
 from cyclegan_culture.models.networks import define_G
 
 
-def tiny_model(*flags: str, seed: int = 0) -> CycleGANModel:
+def tiny_model(*flags: str, seed: int = 0, device: str = "cpu") -> CycleGANModel:
     opt = options.parse(options.build_train_parser(),
-                        ["--dataroot", "x", "--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks", "--gpu_ids", "-1",
-                         "--channels_last", "off", *flags])
+                        ["--dataroot", "x", "--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks",
+                         "--gpu_ids", "0" if device == "cuda" else "-1", "--channels_last", "off", *flags])
     torch.manual_seed(seed)
-    return CycleGANModel(opt, torch.device("cpu"))
+    return CycleGANModel(opt, torch.device(device))
 
 
 def batch(n: int = 1, size: int = 32) -> dict:
