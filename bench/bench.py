@@ -179,8 +179,9 @@ def bench_train(args: argparse.Namespace) -> dict:
             times.append(elapsed)
         if i == args.warmup - 1:
             warm_s = time.perf_counter() - start
-    result = {"kind": "train", **config(args), "layout": layout(model), **summarize(times), "warmup_s": round(warm_s, 2),
-              "it_per_s": round(1 / statistics.median(times), 4), **peak_memory(device)}
+    result = {"kind": "train", **config(args), "layout": layout(model), **summarize(times),
+              "warmup_s": round(warm_s, 2), "it_per_s": round(1 / statistics.median(times), 4),
+              **peak_memory(device)}
     if flops:
         result["gflop_per_it"] = round(flops / 1e9, 1)
         result["gflops_per_s"] = round(flops / 1e9 / statistics.median(times), 1)
@@ -206,8 +207,9 @@ def bench_compare(args: argparse.Namespace) -> dict:
             if i >= args.warmup:
                 times[name].append(elapsed)
     ref, mine = statistics.median(times["reference"]), statistics.median(times["ours"])
-    return {"kind": "compare", **config(args), "layout": layout(ours), "reference_median_s": round(ref, 4), "ours_median_s": round(mine, 4),
-            "speedup": round(ref / mine, 3), "reference": summarize(times["reference"]), "ours": summarize(times["ours"])}
+    return {"kind": "compare", **config(args), "layout": layout(ours), "reference_median_s": round(ref, 4),
+            "ours_median_s": round(mine, 4), "speedup": round(ref / mine, 3),
+            "reference": summarize(times["reference"]), "ours": summarize(times["ours"])}
 
 
 def bench_infer(args: argparse.Namespace) -> dict:
@@ -228,8 +230,8 @@ def bench_infer(args: argparse.Namespace) -> dict:
                 torch.cuda.synchronize()
             if i >= args.warmup:
                 times.append(time.perf_counter() - t0)
-    return {"kind": "infer", **config(args), "layout": layout(model), **summarize(times), "img_per_s": round(1 / statistics.median(times), 3),
-            **peak_memory(device)}
+    return {"kind": "infer", **config(args), "layout": layout(model), **summarize(times),
+            "img_per_s": round(1 / statistics.median(times), 3), **peak_memory(device)}
 
 
 def bench_testpy(args: argparse.Namespace) -> dict:
