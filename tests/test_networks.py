@@ -95,3 +95,35 @@ def test_generator_parts_split_encoder_blocks_decoder():
     parts = g.parts()
     assert len(parts["blocks"]) == 6
     assert len(parts["encoder"]) + 6 + len(parts["decoder"]) == len(g.model)
+
+
+def test_reflect_pad_keeps_large_bf16_maps_in_bf16_under_cpu_autocast():
+    side = int(networks.BF16_PAD_MIN_PIXELS ** 0.5) + 1
+    large, small = torch.randn(1, 2, side, side).bfloat16(), torch.randn(1, 2, 8, 8).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        padded_large, padded_small = networks.reflect_pad(large, 3), networks.reflect_pad(small, 1)
+    assert padded_large.dtype == torch.bfloat16  # autocast alone would give fp32 here
+    assert padded_small.dtype == torch.float32   # small maps keep autocast's way
+    assert torch.equal(padded_large.float(), torch.nn.functional.pad(large.float(), (3,) * 4, mode="reflect"))
+    assert torch.equal(padded_small, torch.nn.functional.pad(small.float(), (1,) * 4, mode="reflect"))
+    assert networks.reflect_pad(large, 1).dtype == torch.bfloat16  # outside autocast: plain F.pad
+
+
+def test_generator_under_autocast_is_unchanged_by_bf16_padding(monkeypatch):
+    torch.manual_seed(0)
+    net = networks.define_G(3, 3, 4, "resnet_6blocks")
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    results = []
+    for threshold in (10 ** 12, 0):  # autocast's fp32 padding everywhere, then bf16 padding everywhere
+        monkeypatch.setattr(networks, "BF16_PAD_MIN_PIXELS", threshold)
+        net.zero_grad(set_to_none=True)
+        image = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(image)
+        out.float().square().sum().backward()
+        results.append((out.detach().float(), image.grad.clone(), net.model[1].weight.grad.clone()))
+    (out_fp32_pad, gx_fp32_pad, gw_fp32_pad), (out_bf16_pad, gx_bf16_pad, gw_bf16_pad) = results
+    assert torch.equal(out_fp32_pad, out_bf16_pad)  # padding is a copy: same forward values
+    # gradients: reflected borders are summed in bf16 instead of fp32 (one rounding apart)
+    assert torch.allclose(gx_fp32_pad, gx_bf16_pad, rtol=0, atol=0.02 * gx_fp32_pad.abs().max().item())
+    assert torch.allclose(gw_fp32_pad, gw_bf16_pad, rtol=0, atol=0.02 * gw_fp32_pad.abs().max().item())

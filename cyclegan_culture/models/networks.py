@@ -44,6 +44,36 @@ def _cpu_autocast_enabled() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
+# Feature maps from this many pixels on are reflection-padded in bf16 under CPU autocast (reflect_pad): the
+# 64x64 maps of crop 256's residual blocks and the full-size map before the generator's last convolution.
+BF16_PAD_MIN_PIXELS = 48 * 48
+
+
+def reflect_pad(x: torch.Tensor, padding: int) -> torch.Tensor:
+    """``F.pad(x, (padding,) * 4, mode='reflect')`` that keeps a bf16 activation in bf16 under CPU autocast.
+
+    Autocast computes reflection padding in fp32, so each padded bf16 activation is cast up, padded and cast
+    down again, and its gradient goes the same way back: fp32 copies of the generator's largest maps. Padding is
+    a copy, so doing it in bf16 gives the same values (the gradient's reflected borders may differ by one bf16
+    rounding). Measured (docs/performance.md): a bf16 training step at crop 256 peaks about 430 MB (16%) lower,
+    at the same speed. Maps below BF16_PAD_MIN_PIXELS keep autocast's way: on 32x32 maps it gave nothing, and
+    an earlier measurement found bf16 padding slower there."""
+    pad = (padding,) * 4
+    if x.dtype == torch.bfloat16 and x.device.type == "cpu" and x.shape[-2] * x.shape[-1] >= BF16_PAD_MIN_PIXELS \
+            and _cpu_autocast_enabled():
+        with torch.autocast("cpu", enabled=False):
+            return F.pad(x, pad, mode="reflect")
+    return F.pad(x, pad, mode="reflect")
+
+
+class ReflectionPad(nn.ReflectionPad2d):
+    """``nn.ReflectionPad2d(padding)`` (the same parameterless module; equal padding on all sides) that pads
+    through reflect_pad."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return reflect_pad(x, self.padding[0])
+
+
 class ResidualConv(nn.Conv2d):
     """The residual blocks' 3x3 convolution with its reflection padding of 1 (the reference's
     ``ReflectionPad2d(1)`` followed by an unpadded ``Conv2d``). A plain ``nn.Conv2d`` in its parameters and
@@ -67,7 +97,7 @@ class ResidualConv(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._uses_winograd(x):
             return winograd_conv3x3_reflect(x, self.weight, self.bias, self._inference_filters())
-        return super().forward(F.pad(x, (1, 1, 1, 1), mode="reflect"))
+        return super().forward(reflect_pad(x, 1))
 
     def _uses_winograd(self, x: torch.Tensor) -> bool:
         if self.algorithm == "direct" or x.device.type != "cpu" or x.dtype != torch.float32 \
@@ -138,7 +168,7 @@ class ResnetGenerator(nn.Module):
             else:
                 up = nn.ConvTranspose2d(ngf * mult, out, 3, stride=2, padding=1, output_padding=1, bias=use_bias)
             model += [up, norm_layer(out), nn.ReLU(True)]
-        model += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7, padding=0), nn.Tanh()]
+        model += [ReflectionPad(3), nn.Conv2d(ngf, output_nc, 7, padding=0), nn.Tanh()]
         self.model = nn.Sequential(*model)
         self.n_blocks = n_blocks
 
