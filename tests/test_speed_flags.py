@@ -8,6 +8,7 @@ import torch
 from cyclegan_culture import options
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.inference import translate
+from cyclegan_culture.models import acceleration
 from cyclegan_culture.models.acceleration import instance_norm_nhwc_is_correct
 from cyclegan_culture.models.cycle_gan import CycleGANModel
 from cyclegan_culture.models.networks import define_G
@@ -100,7 +101,6 @@ def test_translate_with_amp_returns_fp32_of_the_input_size():
 
 
 def test_auto_layout_is_nchw_and_on_is_refused_where_nhwc_instance_norm_is_wrong(monkeypatch):
-    from cyclegan_culture.models import acceleration
     cuda = torch.device("cuda")  # only its type is read: no GPU needed
     monkeypatch.setattr(acceleration, "instance_norm_nhwc_is_correct", lambda device_type: True)
     assert acceleration.memory_format("auto", cuda) == torch.contiguous_format
