@@ -66,7 +66,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--conv_algorithm", default="auto", choices=CONV_ALGORITHMS,
                    help="how the residual blocks' 3x3 convolutions run: winograd (4x fewer multiply-adds, rounding "
                    "differs by ~1e-5; fp32 on CPU only) or direct; auto: winograd on CPU for 256-channel feature "
-                   "maps of at least 48x48 (default generator, crops from about 192 px), unless --compile")
+                   "maps of at least 48x48 (default generator, crops from about 192 px), unless --compile. "
+                   "direct also runs the generator's last convolution as PyTorch's (auto: per 2x2 output block "
+                   "on CPU)")
     s.add_argument("--compile", action="store_true", help="torch.compile the networks (slow start, faster steps; "
                    "falls back to eager with a warning where it cannot compile)")
 

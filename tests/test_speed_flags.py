@@ -10,7 +10,7 @@ from cyclegan_culture.errors import UserError
 from cyclegan_culture.inference import translate
 from cyclegan_culture.models import acceleration
 from cyclegan_culture.models.acceleration import instance_norm_nhwc_is_correct
-from cyclegan_culture.models.cycle_gan import CycleGANModel
+from cyclegan_culture.models.cycle_gan import CycleGANModel, make_optimizer
 from cyclegan_culture.models.networks import define_G
 
 
@@ -109,3 +109,37 @@ def test_auto_layout_is_nchw_and_on_is_refused_where_nhwc_instance_norm_is_wrong
     assert acceleration.memory_format("on", cuda, norm="batch") == torch.channels_last
     with pytest.raises(UserError, match="--channels_last"):
         acceleration.memory_format("on", cuda)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_fused_cpu_update_equals_foreach_when_gradient_layout_differs(name):
+    """The fused CPU kernels (the default there) must update like foreach kernels, also when a gradient's
+    layout differs from its parameter's, which torch 2.14's fused kernels get wrong on their own."""
+    opt = options.parse(options.build_train_parser(), ["--dataroot", "x", "--optimizer", name, "--lr", "0.1"])
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        weight = torch.nn.Parameter(torch.randn(8, 16, 3, 3).contiguous(memory_format=torch.channels_last))
+        optimizer = make_optimizer([weight], opt, torch.device("cpu"))
+        assert optimizer.param_groups[0]["fused"]
+        if not fused:  # the reference: the same optimizer with foreach kernels
+            optimizer.param_groups[0].update(fused=False, foreach=True)
+        for _ in range(3):
+            weight.grad = torch.randn(8, 16, 3, 3)  # contiguous: not the parameter's layout
+            optimizer.step()
+        results.append(weight.detach().clone())
+    assert torch.allclose(results[0], results[1], atol=1e-6)
+
+
+def test_resumed_optimizers_use_this_machines_kernels():
+    model = tiny_model()
+    state = model.state_dict()
+    for saved in state["optimizers"]:  # as saved on a GPU, or by a version that used foreach kernels
+        for group in saved["param_groups"]:
+            group.update(fused=None, foreach=True)
+    resumed = tiny_model()
+    resumed.load_state_dict(state)
+    assert all(g["fused"] and not g["foreach"] for o in resumed.optimizers for g in o.param_groups)
+    resumed.set_input(batch())
+    resumed.optimize_parameters()
+    assert all(torch.isfinite(torch.tensor(v)) for v in resumed.current_losses.values())

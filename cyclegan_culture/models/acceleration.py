@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from cyclegan_culture.errors import UserError
-from cyclegan_culture.models.networks import ResidualConv
+from cyclegan_culture.models.networks import OutputConv, ResidualConv
 from cyclegan_culture.options import CONV_ALGORITHMS
 
 
@@ -67,9 +67,10 @@ def conv_algorithm(setting: str, device: torch.device, compile_: bool = False) -
 
 
 def use_conv_algorithm(net: nn.Module, algorithm: str) -> nn.Module:
-    """Set how ``net``'s residual-block convolutions are computed (see models/winograd.py)."""
+    """Set how ``net``'s residual-block convolutions (models/winograd.py) and its last convolution
+    (models/phase_conv.py) are computed; 'direct' is PyTorch's convolution for both."""
     for module in net.modules():
-        if isinstance(module, ResidualConv):
+        if isinstance(module, (ResidualConv, OutputConv)):
             module.algorithm = algorithm
     return net
 

@@ -51,17 +51,37 @@ def make_scheduler(optimizer: torch.optim.Optimizer, opt: Namespace) -> Any:
     raise ValueError(f"unknown lr_policy {opt.lr_policy!r}")
 
 
-def make_optimizer(params: Iterator[nn.Parameter], opt: Namespace) -> torch.optim.Optimizer:
-    """Adam (the reference's), AdamW or SGD, with multi-tensor (foreach) kernels instead of a Python loop per
-    tensor. Not fused=True: on CPU (torch 2.14) the fused kernels corrupt updates when a gradient's memory layout
-    differs from its parameter's, as happens with channels_last (tests/test_speed_flags.py)."""
+def optimizer_kernels(device: torch.device) -> dict[str, bool]:
+    """Which multi-tensor implementation the optimizers use. On CPU the fused kernels (one vectorised pass per
+    tensor) take a step of the default networks' Adam from 60 to 16 ms (docs/performance.md); elsewhere foreach
+    kernels, the setting the CUDA figures were measured with."""
+    return {"fused": True, "foreach": False} if device.type == "cpu" else {"fused": False, "foreach": True}
+
+
+def _match_gradient_layouts(optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
+    """Before a fused step: give every gradient its parameter's strides. On CPU (torch 2.14) the fused kernels
+    corrupt updates when the two differ, as happens with channels_last (tests/test_speed_flags.py)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None and p.grad.stride() != p.stride():
+                p.grad = torch.empty_like(p).copy_(p.grad)
+
+
+def make_optimizer(params: Iterator[nn.Parameter], opt: Namespace, device: torch.device) -> torch.optim.Optimizer:
+    """Adam (the reference's), AdamW or SGD, with multi-tensor kernels (``optimizer_kernels``) instead of a
+    Python loop per tensor."""
     params = list(params)
+    kernels = optimizer_kernels(device)
     if opt.optimizer in ("adam", "adamw"):
         cls = torch.optim.Adam if opt.optimizer == "adam" else torch.optim.AdamW
-        return cls(params, lr=opt.lr, betas=(opt.beta1, 0.999), weight_decay=opt.weight_decay, foreach=True)
-    if opt.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.beta1, weight_decay=opt.weight_decay, foreach=True)
-    raise ValueError(f"unknown optimizer {opt.optimizer!r}")
+        optimizer = cls(params, lr=opt.lr, betas=(opt.beta1, 0.999), weight_decay=opt.weight_decay, **kernels)
+    elif opt.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=opt.lr, momentum=opt.beta1, weight_decay=opt.weight_decay, **kernels)
+    else:
+        raise ValueError(f"unknown optimizer {opt.optimizer!r}")
+    if kernels["fused"]:
+        optimizer.register_step_pre_hook(_match_gradient_layouts)
+    return optimizer
 
 
 class CycleGANModel:
@@ -100,8 +120,10 @@ class CycleGANModel:
         self.criterionGAN = GANLoss(opt.gan_mode).to(device)
         self.criterionCycle = nn.L1Loss()
         self.criterionIdt = nn.L1Loss()
-        self.optimizer_G = make_optimizer(itertools.chain(self.G_A.parameters(), self.G_B.parameters()), opt)
-        self.optimizer_D = make_optimizer(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), opt)
+        self.optimizer_G = make_optimizer(itertools.chain(self.G_A.parameters(), self.G_B.parameters()), opt,
+                                          device)
+        self.optimizer_D = make_optimizer(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), opt,
+                                          device)
         self.optimizers = [self.optimizer_G, self.optimizer_D]
         self.schedulers = [make_scheduler(o, opt) for o in self.optimizers]
 
@@ -285,6 +307,10 @@ class CycleGANModel:
             networks.load_network_state(net, state["nets"][name])
         for o, s in zip(self.optimizers, state["optimizers"]):
             o.load_state_dict(s)
+            # The saved groups carry the kernel choice of the machine that saved them (foreach on a GPU, or an
+            # older version of ours); use this machine's.
+            for group in o.param_groups:
+                group.update(optimizer_kernels(self.device))
         for sch, s in zip(self.schedulers, state["schedulers"]):
             sch.load_state_dict(s)
         self.load_process_state_dict(state)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn import init
 
+from cyclegan_culture.models import phase_conv
 from cyclegan_culture.models.winograd import winograd_conv3x3_reflect, winograd_filters
 
 NormFactory = Callable[[int], nn.Module]
@@ -106,16 +107,40 @@ class ResidualConv(nn.Conv2d):
                                                 and x.shape[-2] * x.shape[-1] >= self.WINOGRAD_MIN_PIXELS)
 
     def _inference_filters(self) -> torch.Tensor | None:
-        """Transformed filters kept between calls where the weights are fixed (requires_grad off, as for the
-        loaded generators of test, stylize and analyze, and no gradient taken): 4x the weights' memory (170 MB
-        for a default generator) for about 5% of inference time. Recomputed when the weights change."""
-        if self.weight.requires_grad or torch.is_grad_enabled():
-            return None
-        key = (self.weight.data_ptr(), self.weight._version)
-        cached = self.__dict__.get("_winograd_cache")
-        if cached is None or cached[0] != key:
-            cached = self.__dict__["_winograd_cache"] = (key, winograd_filters(self.weight))
-        return cached[1]
+        """Transformed filters kept between calls where the weights are fixed: 4x the weights' memory (170 MB
+        for a default generator) for about 5% of inference time."""
+        return fixed_weight_cache(self, "_winograd_cache", winograd_filters)
+
+
+def fixed_weight_cache(conv: nn.Conv2d, slot: str,
+                       transform: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
+    """``transform(conv.weight)``, kept between calls where the weights are fixed (requires_grad off, as for
+    the loaded generators of test, stylize and analyze, and no gradient taken); None where they are not.
+    Recomputed when the weights change."""
+    if conv.weight.requires_grad or torch.is_grad_enabled():
+        return None
+    key = (conv.weight.data_ptr(), conv.weight._version)
+    cached = conv.__dict__.get(slot)
+    if cached is None or cached[0] != key:
+        cached = conv.__dict__[slot] = (key, transform(conv.weight))
+    return cached[1]
+
+
+class OutputConv(nn.Conv2d):
+    """The generator's last convolution (ngf channels to the image's 3, 7x7, unpadded): a plain ``nn.Conv2d``
+    in its parameters and state dict. On CPU it runs as one stride-2 convolution per 2x2 output block
+    (models/phase_conv.py), which gives the convolution enough output channels to fill the CPU's vectors: about
+    2x faster there in bf16 and fp32, forward and backward (docs/performance.md). Elsewhere, for odd output
+    sizes and with ``algorithm`` 'direct' (as ResidualConv's, set by --conv_algorithm), it is PyTorch's
+    convolution."""
+
+    algorithm = "auto"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.algorithm == "direct" or x.device.type != "cpu" or not phase_conv.applies(x, self.weight):
+            return super().forward(x)
+        kernel = fixed_weight_cache(self, "_phase_kernel_cache", phase_conv.phase_weight)
+        return phase_conv.phase_conv2d(x, self.weight, self.bias, kernel)
 
 
 class ResnetBlock(nn.Module):
@@ -167,7 +192,7 @@ class ResnetGenerator(nn.Module):
             else:
                 up = nn.ConvTranspose2d(ngf * mult, out, 3, stride=2, padding=1, output_padding=1, bias=use_bias)
             model += [up, norm_layer(out), nn.ReLU(True)]
-        model += [ReflectionPad(3), nn.Conv2d(ngf, output_nc, 7, padding=0), nn.Tanh()]
+        model += [ReflectionPad(3), OutputConv(ngf, output_nc, 7, padding=0), nn.Tanh()]
         self.model = nn.Sequential(*model)
         self.n_blocks = n_blocks
 
