@@ -97,16 +97,32 @@ def test_generator_parts_split_encoder_blocks_decoder():
     assert len(parts["encoder"]) + 6 + len(parts["decoder"]) == len(g.model)
 
 
-def test_reflect_pad_keeps_large_bf16_maps_in_bf16_under_cpu_autocast():
-    side = int(networks.BF16_PAD_MIN_PIXELS ** 0.5) + 1
-    large, small = torch.randn(1, 2, side, side).bfloat16(), torch.randn(1, 2, 8, 8).bfloat16()
+def test_reflect_pad_keeps_bf16_maps_in_bf16_under_cpu_autocast():
+    image = torch.randn(1, 2, 9, 7).bfloat16()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        padded_large, padded_small = networks.reflect_pad(large, 3), networks.reflect_pad(small, 1)
-    assert padded_large.dtype == torch.bfloat16  # autocast alone would give fp32 here
-    assert padded_small.dtype == torch.float32   # small maps keep autocast's way
-    assert torch.equal(padded_large.float(), torch.nn.functional.pad(large.float(), (3,) * 4, mode="reflect"))
-    assert torch.equal(padded_small, torch.nn.functional.pad(small.float(), (1,) * 4, mode="reflect"))
-    assert networks.reflect_pad(large, 1).dtype == torch.bfloat16  # outside autocast: plain F.pad
+        padded = networks.reflect_pad(image, 3)
+        full = networks.reflect_pad(image.float(), 1)
+    assert padded.dtype == torch.bfloat16  # autocast alone would give fp32 here
+    assert torch.equal(padded.float(), torch.nn.functional.pad(image.float(), (3,) * 4, mode="reflect"))
+    assert full.dtype == torch.float32  # fp32 maps keep autocast's way
+    assert networks.reflect_pad(image, 1).dtype == torch.bfloat16  # outside autocast: plain F.pad
+
+
+# paddings of 1 (residual blocks) and 3 (the generator's ends), square and not, down to the smallest reflectable
+@pytest.mark.parametrize("padding, size", [(1, (6, 6)), (1, (2, 5)), (3, (9, 14)), (3, (4, 4)), (2, (3, 8))])
+def test_reflect_pad_backward_equals_autograd_of_reflection_padding(padding, size):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, *size, dtype=torch.float64, generator=g, requires_grad=True)
+    padded = torch.nn.functional.pad(x, (padding,) * 4, mode="reflect")
+    grad = torch.randn(padded.shape, dtype=torch.float64, generator=g)
+    expected, = torch.autograd.grad(padded, x, grad)
+    torch.testing.assert_close(networks.reflect_pad_backward(grad, padding), expected, rtol=1e-12, atol=1e-12)
+    image = x.detach().bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the path that uses it
+        ours = networks.reflect_pad(image, padding)
+    got, = torch.autograd.grad(ours, image, grad.bfloat16())
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=0.02 * expected.abs().max().item())
 
 
 def test_generator_under_autocast_is_unchanged_by_bf16_padding(monkeypatch):
@@ -114,8 +130,8 @@ def test_generator_under_autocast_is_unchanged_by_bf16_padding(monkeypatch):
     net = networks.define_G(3, 3, 4, "resnet_6blocks")
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     results = []
-    for threshold in (10 ** 12, 0):  # autocast's fp32 padding everywhere, then bf16 padding everywhere
-        monkeypatch.setattr(networks, "BF16_PAD_MIN_PIXELS", threshold)
+    for bf16_padding in (False, True):  # autocast's fp32 padding everywhere, then bf16 padding everywhere
+        monkeypatch.setattr(networks, "_cpu_autocast_enabled", lambda: bf16_padding)
         net.zero_grad(set_to_none=True)
         image = x.clone().requires_grad_()
         with torch.autocast("cpu", dtype=torch.bfloat16):
