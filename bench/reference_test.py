@@ -17,6 +17,7 @@ import torchvision.transforms as T
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cyclegan_culture.models.acceleration import use_conv_algorithm  # noqa: E402
 from cyclegan_culture.models.networks import define_G  # noqa: E402
 
 
@@ -39,7 +40,7 @@ def main() -> None:
                            T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
     nets = {}
     for name in ("G_A", "G_B"):
-        net = define_G(3, 3, args.ngf, args.netG)
+        net = use_conv_algorithm(define_G(3, 3, args.ngf, args.netG), "direct")  # PyTorch's convolutions only
         net.load_state_dict(torch.load(Path(args.run_dir) / f"latest_net_{name}.pth", map_location="cpu", weights_only=True))
         nets[name] = net.to(args.device)
     a_files = sorted((Path(args.dataroot) / "testA").iterdir())

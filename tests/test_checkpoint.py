@@ -9,7 +9,7 @@ import torch
 
 from cyclegan_culture.engine import checkpoint
 from cyclegan_culture.errors import UserError
-from cyclegan_culture.files import atomic_save, atomic_write_text, inside
+from cyclegan_culture.files import atomic_save, atomic_save_image, atomic_write_text, inside
 
 
 def test_failed_write_leaves_the_previous_file_intact(tmp_path):
@@ -84,3 +84,16 @@ def test_paths_cannot_escape_their_base(tmp_path):
     assert inside(tmp_path, "run") == (tmp_path / "run").resolve()
     with pytest.raises(UserError, match="outside"):
         inside(tmp_path, "..", "x")
+
+
+def test_images_are_written_losslessly_as_png_and_lossy_only_as_jpeg(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    pixels = torch.randint(0, 256, (24, 40, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    image = Image.fromarray(pixels.numpy())
+    atomic_save_image(image, tmp_path / "a.png")
+    atomic_save_image(image, tmp_path / "a.jpg")
+    with Image.open(tmp_path / "a.png") as png, Image.open(tmp_path / "a.jpg") as jpg:
+        assert png.format == "PNG" and jpg.format == "JPEG"
+        assert torch.equal(torch.from_numpy(np.asarray(png.convert("RGB"))), pixels)

@@ -56,6 +56,10 @@ def test_generator_uses_phases_for_even_sizes_and_matches_the_plain_convolution(
     net = define_G(3, 3, 8, "resnet_6blocks").eval()
     x = torch.rand(1, 3, 20, 28) * 2 - 1
     with torch.no_grad():
+        net(x)
+        assert not seen  # as built: PyTorch's convolution, until --conv_algorithm's setting is applied
+    use_conv_algorithm(net, "auto")
+    with torch.no_grad():
         phased = net(x)
         assert len(seen) == 1
         direct = use_conv_algorithm(net, "direct")(x)
@@ -69,6 +73,7 @@ def test_generator_uses_phases_for_even_sizes_and_matches_the_plain_convolution(
 def test_phase_kernels_are_kept_for_fixed_weights_only_and_follow_changes():
     torch.manual_seed(0)
     conv = OutputConv(4, 3, 7).requires_grad_(False)
+    conv.algorithm = "auto"
     x = torch.randn(1, 4, 12, 12)
     with torch.inference_mode():
         first = conv(x)
@@ -80,6 +85,7 @@ def test_phase_kernels_are_kept_for_fixed_weights_only_and_follow_changes():
     with torch.inference_mode():
         torch.testing.assert_close(conv(x) - conv.bias.view(1, 3, 1, 1), 2 * (first - conv.bias.view(1, 3, 1, 1)))
     training = OutputConv(4, 3, 7)
+    training.algorithm = "auto"
     training(x).sum().backward()
     assert "_phase_kernel_cache" not in training.__dict__ and training.weight.grad is not None
 

@@ -161,10 +161,10 @@ class OutputConv(nn.Conv2d):
     in its parameters and state dict. On CPU it runs as one stride-2 convolution per 2x2 output block
     (models/phase_conv.py), which gives the convolution enough output channels to fill the CPU's vectors: about
     2x faster there in bf16 and fp32, forward and backward (docs/performance.md). Elsewhere, for odd output
-    sizes and with ``algorithm`` 'direct' (as ResidualConv's, set by --conv_algorithm), it is PyTorch's
-    convolution."""
+    sizes and with ``algorithm`` 'direct' (the default until models/acceleration.use_conv_algorithm sets it from
+    --conv_algorithm, as for ResidualConv), it is PyTorch's convolution."""
 
-    algorithm = "auto"
+    algorithm = "direct"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.algorithm == "direct" or x.device.type != "cpu" or not phase_conv.applies(x, self.weight):
