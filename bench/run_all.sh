@@ -44,5 +44,6 @@ b testpy --crop 256 --images 50 --conv_algorithm direct
 b testpy --crop 256 --images 50 --amp
 b testpy --crop 256 --images 50 --reference_step
 "$PY" bench/winograd_conv.py | tee -a "$J"
+"$PY" bench/step_parts.py | tee -a "$J"
 "$PY" bench/memory_soak.py --iters 5000 | tee -a "$J"
 echo "table: $T"

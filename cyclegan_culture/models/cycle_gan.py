@@ -53,7 +53,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, opt: Namespace) -> Any:
 
 def optimizer_kernels(device: torch.device) -> dict[str, bool]:
     """Which multi-tensor implementation the optimizers use. On CPU the fused kernels (one vectorised pass per
-    tensor) take a step of the default networks' Adam from 60 to 16 ms (docs/performance.md); elsewhere foreach
+    tensor) take a step of the default networks' Adam from 66 to 11 ms (docs/performance.md); elsewhere foreach
     kernels, the setting the CUDA figures were measured with."""
     return {"fused": True, "foreach": False} if device.type == "cpu" else {"fused": False, "foreach": True}
 
