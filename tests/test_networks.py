@@ -131,7 +131,7 @@ def test_generator_under_autocast_is_unchanged_by_bf16_padding(monkeypatch):
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     results = []
     for bf16_padding in (False, True):  # autocast's fp32 padding everywhere, then bf16 padding everywhere
-        monkeypatch.setattr(networks, "_cpu_autocast_enabled", lambda: bf16_padding)
+        monkeypatch.setattr(networks, "_cpu_autocast_enabled", lambda enabled=bf16_padding: enabled)
         net.zero_grad(set_to_none=True)
         image = x.clone().requires_grad_()
         with torch.autocast("cpu", dtype=torch.bfloat16):

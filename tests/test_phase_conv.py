@@ -38,7 +38,10 @@ def test_bfloat16_under_autocast_stays_as_close_as_the_direct_convolution():
     exact = F.conv2d(x.double(), w.double(), b.double())
     with torch.autocast("cpu", torch.bfloat16):
         ours, direct = phase_conv2d(x, w, b), F.conv2d(x, w, b)
-    err = lambda y: float((y.double() - exact).abs().max() / exact.abs().max())  # noqa: E731
+
+    def err(y: torch.Tensor) -> float:
+        return float((y.double() - exact).abs().max() / exact.abs().max())
+
     assert ours.dtype == torch.bfloat16
     assert err(ours) < 2 * err(direct) + 1e-3
 
