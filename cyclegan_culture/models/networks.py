@@ -52,8 +52,8 @@ def reflect_pad(x: torch.Tensor, padding: int) -> torch.Tensor:
     down again, and its gradient goes the same way back: fp32 copies of every padded map. Padding is a copy, so
     doing it in bf16 gives the same values (the gradient's reflected borders may differ by one bf16 rounding).
     Its gradient is folded back by reflect_pad_backward: PyTorch's own bf16 reflection-pad backward is several
-    times slower on CPU. Measured (docs/performance.md): a bf16 training step peaks 85 MB lower at crop 128 and
-    about 450 MB lower at crop 256, at the same speed."""
+    times slower on CPU. Measured (docs/performance.md): a bf16 training step peaks about 110 MB lower at crop
+    128 and 460 MB lower at crop 256 than with autocast's padding, at the same speed."""
     if x.dtype != torch.bfloat16 or x.device.type != "cpu" or not _cpu_autocast_enabled():
         return F.pad(x, (padding,) * 4, mode="reflect")
     with torch.autocast("cpu", enabled=False):
@@ -83,8 +83,8 @@ def reflect_pad_backward(grad: torch.Tensor, padding: int) -> torch.Tensor:
 
 class _ReflectPad(torch.autograd.Function):
     """Reflection padding with reflect_pad_backward as its backward: in bf16 on CPU, PyTorch's
-    reflection_pad2d_backward took 3.5 ms for a [2, 256, 66, 66] gradient and this 0.44 ms (9.2 vs 1.2 ms for
-    the [2, 64, 262, 262] one before the last convolution at crop 256)."""
+    reflection_pad2d_backward took 2.3 ms for a [2, 256, 66, 66] gradient and this 1.0 ms (9.1 vs 2.2 ms for
+    the [2, 64, 262, 262] one before the last convolution at crop 256; ``python bench/step_parts.py``)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, padding: int) -> torch.Tensor:

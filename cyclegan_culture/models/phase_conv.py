@@ -5,8 +5,8 @@ over output channels, so with 3 of them most of each vector is idle: it ran at 6
 400 for the residual blocks. Each output pixel of a 2x2 block (phase py, px) is the same convolution read at an
 offset, so all four phases are one stride-2 convolution with 4x the output channels (12) and the kernel padded
 to (k+1)x(k+1), placed in the block at (py, px); ``pixel_shuffle`` interleaves the phases back into the image.
-Same sums; 31% more multiplications (the padded kernels' zeros), 2.2x faster forward and backward in bf16 and
-about 1.9x in fp32 (docs/performance.md).
+Same sums; 31% more multiplications (the padded kernels' zeros), 2.0-2.3x faster in bf16 and 1.8-2.5x in fp32,
+inference and training (``python bench/step_parts.py``; docs/performance.md).
 """
 
 from __future__ import annotations
