@@ -107,7 +107,8 @@ def png(iters: int) -> dict:
         return save
 
     ms = alternate({"pillow_default": write(None), "ours": write(PNG_COMPRESS_LEVEL)}, iters)
-    return {"part": "png", "image": paintings[0].name if paintings else "gradient", **ms, "bytes_default": sizes[None], "bytes_ours": sizes[PNG_COMPRESS_LEVEL],
+    return {"part": "png", "image": paintings[0].name if paintings else "gradient", **ms,
+            "bytes_default": sizes[None], "bytes_ours": sizes[PNG_COMPRESS_LEVEL],
             "speedup": round(ms["pillow_default"] / ms["ours"], 2)}
 
 

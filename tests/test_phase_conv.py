@@ -93,7 +93,7 @@ def test_phase_kernels_are_kept_for_fixed_weights_only_and_follow_changes():
     assert "_phase_kernel_cache" not in training.__dict__ and training.weight.grad is not None
 
 
-def test_state_dict_is_a_plain_convolutions():
+def test_last_convolution_keeps_a_plain_convolutions_state_dict():
     net = define_G(3, 3, 8, "resnet_6blocks")
     last = net.model[-2]
     assert isinstance(last, OutputConv)
