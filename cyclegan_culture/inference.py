@@ -23,7 +23,8 @@ from cyclegan_culture.data.images import pil_to_tensor, tensor_to_pil
 from cyclegan_culture.engine import checkpoint
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.models import networks
-from cyclegan_culture.models.acceleration import amp_dtype, conv_algorithm, memory_format, use_conv_algorithm
+from cyclegan_culture.models.acceleration import (amp_dtype, conv_algorithm, inference_weights, memory_format,
+                                                  use_conv_algorithm)
 
 SIZE_MULTIPLE = 4  # two stride-2 downsamplings: sizes divisible by 4 come back unchanged
 MIN_SIZE = 8  # the residual blocks' reflection padding needs at least 2x2 at the bottleneck
@@ -199,8 +200,8 @@ class Stylizer:
     def __init__(self, generator: nn.Module, device: torch.device | str = "cpu", amp: bool = False,
                  tile: int = 512, overlap: int = 64):
         self.device = torch.device(device)
-        self.generator = generator.to(self.device).eval()
         self.dtype = amp_dtype(self.device, amp)
+        self.generator = inference_weights(generator.to(self.device).eval(), self.dtype)
         self.tile, self.overlap = tile, overlap
         self._tiled, self._norms = with_shared_stats(self.generator)
         if tile and (overlap < 0 or overlap >= tile // 2):

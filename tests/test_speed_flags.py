@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from cyclegan_culture import options
 from cyclegan_culture.errors import UserError
-from cyclegan_culture.inference import translate
+from cyclegan_culture.inference import translate, translate_tiled, with_shared_stats
 from cyclegan_culture.models import acceleration
 from cyclegan_culture.models.acceleration import instance_norm_nhwc_is_correct
 from cyclegan_culture.models.cycle_gan import CycleGANModel, make_optimizer
@@ -98,6 +100,23 @@ def test_translate_with_amp_returns_fp32_of_the_input_size():
         full, low = translate(g, x), translate(g, x, torch.bfloat16)
     assert full.shape == low.shape == x.shape and low.dtype == torch.float32
     assert (full - low).abs().max() < 0.1
+
+
+def test_bf16_weights_for_inference_give_the_same_outputs_as_autocast_casting_them():
+    torch.manual_seed(0)
+    fp32 = acceleration.use_conv_algorithm(define_G(3, 3, 8, "resnet_6blocks"), "auto").eval().requires_grad_(False)
+    stored = acceleration.inference_weights(copy.deepcopy(fp32), torch.bfloat16)
+    assert {p.dtype for p in stored.parameters()} == {torch.bfloat16}
+    assert acceleration.inference_weights(fp32, None) is fp32 and fp32.model[1].weight.dtype == torch.float32
+    x = torch.rand(1, 3, 76, 92) * 2 - 1
+    shared = [with_shared_stats(net) for net in (fp32, stored)]  # tiles with the whole image's statistics
+    with torch.inference_mode():
+        assert torch.equal(translate(fp32, x, torch.bfloat16), translate(stored, x, torch.bfloat16))
+        tiled = [translate_tiled(net, x, 48, 8, torch.bfloat16, norms) for net, norms in shared]
+    assert torch.equal(*tiled)
+    with torch.inference_mode():  # weights made here are inference tensors: no version counter to cache by
+        made_here = acceleration.inference_weights(copy.deepcopy(fp32), torch.bfloat16)
+        assert torch.equal(translate(made_here, x, torch.bfloat16), translate(stored, x, torch.bfloat16))
 
 
 def test_auto_layout_is_nchw_and_on_is_refused_where_nhwc_instance_norm_is_wrong(monkeypatch):

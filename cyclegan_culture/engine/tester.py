@@ -24,7 +24,7 @@ from cyclegan_culture.engine.distributed import select_device
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_save_image, atomic_write_text, inside
 from cyclegan_culture.inference import load_generators, translate
-from cyclegan_culture.models.acceleration import amp_dtype
+from cyclegan_culture.models.acceleration import amp_dtype, inference_weights
 from cyclegan_culture.viz.html import Cell, Section, culture_block, options_table, write_page
 
 SHOWN_OPTIONS = ("name", "epoch", "netG", "ngf", "norm", "upsample", "direction", "dataroot", "phase",
@@ -54,8 +54,8 @@ def run_test(opt: argparse.Namespace) -> TestResult:
     if not opt.dataroot:
         raise UserError("--dataroot is required: the folder holding testA and testB")
     device = select_device(opt.gpu_ids)
-    G_A, G_B = load_generators(opt, run_dir, opt.epoch, device)
     dtype = amp_dtype(device, opt.amp)
+    G_A, G_B = (inference_weights(G, dtype) for G in load_generators(opt, run_dir, opt.epoch, device))
     culture = load_culture(run_dir) if (run_dir / CULTURE_FILE).is_file() else load_culture(opt.dataroot)
 
     # direction BtoA: the model's A side was trained on the dataset's B folder.

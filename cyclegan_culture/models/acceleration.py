@@ -21,6 +21,19 @@ def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cpu" else torch.float16
 
 
+def inference_weights(net: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+    """``net`` (fixed weights, about to run under ``autocast(dtype)``) with its weights stored in bf16 once,
+    where that computes the same: on CPU with bf16. Autocast keeps its casts only for weights that require
+    gradients, so a loaded generator's fp32 weights (11M for the default) were cast again on every call. Every
+    operation of our networks that autocast runs in bf16 gets the same bf16 values either way, so the outputs
+    are bit-identical (tests/test_speed_flags.py); a 256x256 generator call took 267 instead of 274 ms
+    (docs/performance.md). CUDA's fp16 keeps fp32 weights: not measured there."""
+    weight = next((p for p in net.parameters() if p.is_floating_point()), None)
+    if dtype != torch.bfloat16 or weight is None or weight.device.type != "cpu":
+        return net
+    return net.to(torch.bfloat16)
+
+
 def memory_format(setting: str, device: torch.device, norm: str = "instance") -> torch.memory_format:
     """NHWC only when asked for ('on'). 'auto' is NCHW: NHWC made the CPU step slower (reflection padding and
     instance norm convert layouts) and was no faster for the default batch of one with --amp on an H200

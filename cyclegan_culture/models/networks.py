@@ -146,8 +146,9 @@ def fixed_weight_cache(conv: nn.Conv2d, slot: str,
                        transform: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
     """``transform(conv.weight)``, kept between calls where the weights are fixed (requires_grad off, as for
     the loaded generators of test, stylize and analyze, and no gradient taken); None where they are not.
-    Recomputed when the weights change."""
-    if conv.weight.requires_grad or torch.is_grad_enabled():
+    Recomputed when the weights change; weights created under inference mode carry no version counter to tell
+    that, so they are not kept."""
+    if conv.weight.requires_grad or torch.is_grad_enabled() or conv.weight.is_inference():
         return None
     key = (conv.weight.data_ptr(), conv.weight._version)
     cached = conv.__dict__.get(slot)
