@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from cyclegan_culture import options  # noqa: E402
 from cyclegan_culture.engine.distributed import select_device  # noqa: E402
-from cyclegan_culture.models.acceleration import use_conv_algorithm  # noqa: E402
+from cyclegan_culture.models.acceleration import inference_weights, use_conv_algorithm  # noqa: E402
 from cyclegan_culture.models.cycle_gan import CycleGANModel  # noqa: E402
 
 
@@ -216,7 +216,8 @@ def bench_infer(args: argparse.Namespace) -> dict:
     opt = model_opt(args)
     device = bench_device(args)
     model = CycleGANModel(opt, device, is_train=False)
-    G = model.G_A.requires_grad_(False)  # as test.py loads it (lets Winograd keep its transformed filters)
+    # as test.py loads it: fixed weights (Winograd keeps its transformed filters), bf16-stored under --amp on CPU
+    G = inference_weights(model.G_A.requires_grad_(False), model.amp_dtype)
     if args.compile:
         G = torch.compile(G)
     x = (torch.rand(1, 3, args.crop, args.crop) * 2 - 1).to(device, memory_format=model.memory_format)

@@ -55,7 +55,8 @@ def run_test(opt: argparse.Namespace) -> TestResult:
         raise UserError("--dataroot is required: the folder holding testA and testB")
     device = select_device(opt.gpu_ids)
     dtype = amp_dtype(device, opt.amp)
-    G_A, G_B = (inference_weights(G, dtype) for G in load_generators(opt, run_dir, opt.epoch, device))
+    G_A, G_B = (inference_weights(G, dtype, opt.channels_last)
+                for G in load_generators(opt, run_dir, opt.epoch, device))
     culture = load_culture(run_dir) if (run_dir / CULTURE_FILE).is_file() else load_culture(opt.dataroot)
 
     # direction BtoA: the model's A side was trained on the dataset's B folder.

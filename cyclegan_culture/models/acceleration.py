@@ -21,17 +21,21 @@ def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cpu" else torch.float16
 
 
-def inference_weights(net: nn.Module, dtype: torch.dtype | None) -> nn.Module:
-    """``net`` (fixed weights, about to run under ``autocast(dtype)``) with its weights stored in bf16 once,
-    where that computes the same: on CPU with bf16. Autocast keeps its casts only for weights that require
-    gradients, so a loaded generator's fp32 weights (11M for the default) were cast again on every call. Every
-    operation of our networks that autocast runs in bf16 gets the same bf16 values either way, so the outputs
-    are bit-identical (tests/test_speed_flags.py); a 256x256 generator call took 267 instead of 274 ms
-    (docs/performance.md). CUDA's fp16 keeps fp32 weights: not measured there."""
+def inference_weights(net: nn.Module, dtype: torch.dtype | None, layout: str = "auto") -> nn.Module:
+    """``net`` (fixed weights, about to run under ``autocast(dtype)``) prepared for inference where that is
+    faster: on CPU with bf16, its weights stored in bf16 once and, unless ``layout`` (--channels_last) is 'off',
+    in channels_last. Autocast keeps its casts only for weights that require gradients, so a loaded generator's
+    fp32 weights (11M for the default) were cast again on every call; storing them gives bit-identical outputs.
+    In NHWC, oneDNN's bf16 convolutions of one image ran faster and without the layout copies NCHW costs
+    (networks.InstanceNorm keeps the maps in NHWC); the outputs differ from NCHW's by bf16 rounding only
+    (tests/test_speed_flags.py). A 256x256 default generator call: 274 ms with autocast casting, 267 with bf16
+    weights, 252 with NHWC as well (docs/performance.md). CUDA's fp16 keeps fp32 weights: not measured there."""
     weight = next((p for p in net.parameters() if p.is_floating_point()), None)
     if dtype != torch.bfloat16 or weight is None or weight.device.type != "cpu":
         return net
-    return net.to(torch.bfloat16)
+    if layout == "off":
+        return net.to(torch.bfloat16)
+    return net.to(torch.bfloat16, memory_format=torch.channels_last)
 
 
 def memory_format(setting: str, device: torch.device, norm: str = "instance") -> torch.memory_format:
