@@ -66,7 +66,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                    "batch 1), on for --amp inference on CPU (test.py, stylize: measured faster)")
     s.add_argument("--conv_algorithm", default="auto", choices=CONV_ALGORITHMS,
                    help="how the residual blocks' 3x3 convolutions run: winograd (4x fewer multiply-adds, rounding "
-                   "differs by ~1e-5; fp32 on CPU only) or direct; auto: winograd on CPU for 256-channel feature "
+                   "differs by ~1e-5; fp32 on CPU; with --amp, test.py and stylize use 2.25x fewer in bf16, with "
+                   "about 2.5x direct bf16's rounding error per convolution) or direct; auto: winograd on CPU for "
+                   "--amp inference from 256 channels and for fp32 256-channel feature "
                    "maps of at least 48x48 (default generator, crops from about 192 px), unless --compile. "
                    "direct also runs the generator's last convolution as PyTorch's (auto: per 2x2 output block "
                    "on CPU)")

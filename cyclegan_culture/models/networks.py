@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn import init
 
-from cyclegan_culture.models import phase_conv
+from cyclegan_culture.models import phase_conv, winograd_f2
 from cyclegan_culture.models.winograd import winograd_conv3x3_reflect, winograd_filters
 
 NormFactory = Callable[[int], nn.Module]
@@ -126,8 +126,10 @@ class ResidualConv(nn.Conv2d):
     ``ReflectionPad2d(1)`` followed by an unpadded ``Conv2d``). A plain ``nn.Conv2d`` in its parameters and
     state dict. ``algorithm`` says how it is computed: 'direct' (PyTorch's padding and convolution), 'winograd'
     (models/winograd.py) or 'auto' (Winograd for feature maps of at least WINOGRAD_MIN_CHANNELS channels and
-    WINOGRAD_MIN_PIXELS pixels). Winograd applies only to fp32 on CPU outside autocast; elsewhere it would not
-    pay (bf16 rounding; GPU libraries that choose their own algorithms), and the convolution is direct."""
+    WINOGRAD_MIN_PIXELS pixels). Winograd applies to fp32 on CPU outside autocast; elsewhere it would not pay
+    (GPU libraries choose their own algorithms), and the convolution is direct, except for bf16 inference in
+    channels_last (test.py and stylize with --amp on CPU), which runs by F(2x2, 3x3) (models/winograd_f2.py:
+    faster, with more rounding) where 'winograd' forces it and, under 'auto', from 256 channels."""
 
     algorithm = "direct"
     # Where 'auto' uses Winograd, measured (docs/performance.md): from 256 channels (the default generator's
@@ -144,7 +146,19 @@ class ResidualConv(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._uses_winograd(x):
             return winograd_conv3x3_reflect(x, self.weight, self.bias, self._inference_filters())
+        if self._uses_winograd_f2(x):
+            transformed = fixed_weight_cache(self, "_winograd_f2_cache", winograd_f2.filters)
+            if transformed is not None and transformed.dtype == x.dtype:  # bf16 inference with fixed weights
+                with torch.autocast("cpu", enabled=False):  # autocast would pad in fp32
+                    return winograd_f2.conv3x3_reflect(x, transformed, self.bias)
         return super().forward(reflect_pad(x, 1))
+
+    def _uses_winograd_f2(self, x: torch.Tensor) -> bool:
+        """bf16 inference in channels_last (models/acceleration.inference_weights): F(2x2, 3x3) where forced,
+        and under 'auto' from WINOGRAD_MIN_CHANNELS (1.2-1.3x per 256-channel convolution, 1.1x at 128)."""
+        if self.algorithm == "direct" or x.dtype != torch.bfloat16 or torch.is_grad_enabled():
+            return False
+        return (self.algorithm == "winograd" or x.shape[-3] >= self.WINOGRAD_MIN_CHANNELS) and winograd_f2.applies(x)
 
     def _uses_winograd(self, x: torch.Tensor) -> bool:
         if self.algorithm == "direct" or x.device.type != "cpu" or x.dtype != torch.float32 \
