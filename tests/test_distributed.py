@@ -124,12 +124,13 @@ def test_resume_start_skips_this_ranks_first_samples():
 @pytest.mark.parametrize("norm", ["instance", "batch"])
 def test_two_ranks_end_identical_and_match_one_process_with_batch_two(tmp_path, norm):
     data = make_dataset(tmp_path / "data", n_a=8, n_b=5)
-    # 4 images, 2 epochs: 4 steps of 2 images. PyTorch's convolutions throughout (--conv_algorithm direct): they
-    # sum a batch of two exactly as two batches of one, so what is compared is data parallelism alone. (The
-    # generator's last convolution per output block rounds differently for the two, by ~5e-7 relative, which
-    # these tiny instance-normalised maps grow to ~1e-5 in the weights over four steps, as they do any rounding.)
+    # 4 images, 2 epochs: 4 steps of 2 images. PyTorch's convolutions in NCHW throughout (--conv_algorithm direct,
+    # --channels_last off): they sum a batch of two exactly as two batches of one, so what is compared is data
+    # parallelism alone. (The generator's last convolution per output block, and NHWC convolutions, round
+    # differently for the two, by ~5e-7 relative, which these tiny instance-normalised maps grow to ~1e-5 in the
+    # weights over four steps, as they do any rounding.)
     common = ["--pool_size", "0", "--optimizer", "sgd", "--n_epochs", "1", "--n_epochs_decay", "1", "--norm", norm, "--seed", "3",
-              "--max_dataset_size", "4", "--conv_algorithm", "direct"]
+              "--max_dataset_size", "4", "--conv_algorithm", "direct", "--channels_last", "off"]
     result = torchrun(tmp_path, run_args(data, tmp_path / "ddp", *common))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "effective batch 2" in result.stdout

@@ -4,12 +4,13 @@ way (mixed precision). Measured in docs/performance.md."""
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from torch import nn
 
 from cyclegan_culture.errors import UserError
-from cyclegan_culture.models.networks import OutputConv, ResidualConv
+from cyclegan_culture.models.networks import InstanceNorm, OutputConv, ResidualConv
 from cyclegan_culture.options import CONV_ALGORITHMS
 
 
@@ -38,11 +39,18 @@ def inference_weights(net: nn.Module, dtype: torch.dtype | None, layout: str = "
     return net.to(torch.bfloat16, memory_format=torch.channels_last)
 
 
-def memory_format(setting: str, device: torch.device, norm: str = "instance") -> torch.memory_format:
-    """NHWC only when asked for ('on'). 'auto' is NCHW: NHWC made the CPU step slower (reflection padding and
-    instance norm convert layouts) and was no faster for the default batch of one with --amp on an H200
-    (docs/performance.md)."""
-    if setting != "on":
+def memory_format(setting: str, device: torch.device, norm: str = "instance", training_crop: int | None = None,
+                  amp: bool = False) -> torch.memory_format:
+    """The networks' layout. 'on' is NHWC; 'auto' is NHWC for training on CPU (``training_crop`` given) in bf16,
+    and in fp32 where the residual blocks do not run Winograd (crops under WINOGRAD_MIN_CROP), else NCHW.
+
+    Measured on CPU (docs/performance.md), alternating in one process: with networks.InstanceNorm keeping
+    channels_last maps in place, bf16 steps were 3% (crop 128) and 6% (crop 256) faster in NHWC, fp32 at crop
+    128 6% faster, fp32 at crop 256 (Winograd, which works in NCHW) 8% slower. Inference layouts are
+    inference_weights' choice. On CUDA NHWC was no faster for the default batch of one (H200), so 'auto' is NCHW
+    there."""
+    if setting == "off" or (setting == "auto" and (device.type != "cpu" or training_crop is None
+                                                   or not (amp or training_crop < WINOGRAD_MIN_CROP))):
         return torch.contiguous_format
     if norm == "instance" and not instance_norm_nhwc_is_correct(device.type):
         raise UserError(f"--channels_last: this PyTorch ({torch.__version__}) computes wrong instance-norm "
@@ -51,17 +59,23 @@ def memory_format(setting: str, device: torch.device, norm: str = "instance") ->
     return torch.channels_last
 
 
+# The smallest crop whose residual-block maps (crop / 4 on a side) reach ResidualConv.WINOGRAD_MIN_PIXELS.
+WINOGRAD_MIN_CROP = 4 * math.isqrt(ResidualConv.WINOGRAD_MIN_PIXELS)
+
+
 @functools.lru_cache(maxsize=None)
 def instance_norm_nhwc_is_correct(device_type: str) -> bool:
     """Probe a known PyTorch bug (seen in 2.14 on CPU): instance norm's backward in channels_last layout with a
-    batch of one gives wrong weight gradients upstream. Compares against NCHW on a tiny network, in float64 so that
-    rounding (TF32 convolutions on CUDA, algorithms that differ by layout) cannot pass for the bug."""
+    batch of one gives wrong weight gradients upstream. Probes our networks' instance norm (networks.InstanceNorm,
+    which avoids PyTorch's on CPU), against NCHW on a tiny network, in float64 so that rounding (TF32
+    convolutions on CUDA, algorithms that differ by layout) cannot pass for the bug."""
     gen = torch.Generator().manual_seed(0)
-    conv1, conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3)
+    with torch.random.fork_rng(devices=[]):  # the layers' initialisation must not move the global seed's stream
+        conv1, conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3)
     x = torch.randn(1, 3, 8, 8, generator=gen)
     grads = []
     for layout in (torch.contiguous_format, torch.channels_last):
-        net = nn.Sequential(conv1, nn.InstanceNorm2d(4), conv2).to(device_type, torch.float64,
+        net = nn.Sequential(conv1, InstanceNorm(4), conv2).to(device_type, torch.float64,
                                                                      memory_format=layout)
         net.zero_grad(set_to_none=True)
         out = net(x.to(device_type, torch.float64).contiguous(memory_format=layout))

@@ -58,13 +58,19 @@ def optimizer_kernels(device: torch.device) -> dict[str, bool]:
     return {"fused": True, "foreach": False} if device.type == "cpu" else {"fused": False, "foreach": True}
 
 
-def _match_gradient_layouts(optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
-    """Before a fused step: give every gradient its parameter's strides. On CPU (torch 2.14) the fused kernels
-    corrupt updates when the two differ, as happens with channels_last (tests/test_speed_flags.py)."""
+def _match_layouts(optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
+    """Before a fused step: give every gradient and every per-parameter state tensor (Adam's moments, SGD's
+    momentum) its parameter's strides. On CPU (torch 2.14) the fused kernels corrupt updates when these differ,
+    as happens with channels_last gradients, or when a run resumes moments saved in another layout
+    (tests/test_speed_flags.py)."""
     for group in optimizer.param_groups:
         for p in group["params"]:
             if p.grad is not None and p.grad.stride() != p.stride():
                 p.grad = torch.empty_like(p).copy_(p.grad)
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def make_optimizer(params: Iterator[nn.Parameter], opt: Namespace, device: torch.device) -> torch.optim.Optimizer:
@@ -80,7 +86,7 @@ def make_optimizer(params: Iterator[nn.Parameter], opt: Namespace, device: torch
     else:
         raise ValueError(f"unknown optimizer {opt.optimizer!r}")
     if kernels["fused"]:
-        optimizer.register_step_pre_hook(_match_gradient_layouts)
+        optimizer.register_step_pre_hook(_match_layouts)
     return optimizer
 
 
@@ -91,7 +97,8 @@ class CycleGANModel:
         self.is_train = is_train
         amp = getattr(opt, "amp", False)
         self.amp_dtype = amp_dtype(device, amp)
-        self.memory_format = memory_format(getattr(opt, "channels_last", "off"), device, opt.norm)
+        self.memory_format = memory_format(getattr(opt, "channels_last", "off"), device, opt.norm,
+                                           training_crop=opt.crop_size if is_train else None, amp=amp)
         algorithm = conv_algorithm(getattr(opt, "conv_algorithm", "auto"), device, getattr(opt, "compile", False))
         self.G_A, self.G_B = (use_conv_algorithm(net, algorithm).to(device, memory_format=self.memory_format)
                               for net in build_generators(opt))

@@ -33,20 +33,22 @@ def get_norm_layer(norm: str) -> NormFactory:
 
 
 class InstanceNorm(nn.InstanceNorm2d):
-    """``nn.InstanceNorm2d`` (same arguments and state dict) that normalises channels_last maps on CPU without
-    gradients, as inference runs them (models/acceleration.inference_weights), image by image through batch
-    norm: over one image, batch norm's statistics are instance norm's (per channel, over height and width), and
-    it works in the input's layout, where PyTorch's instance norm first copies a channels_last map to NCHW (5 ms
-    for the last 64-channel 256x256 map). Everything else, training included, is PyTorch's instance norm."""
+    """``nn.InstanceNorm2d`` (same arguments and state dict) that normalises channels_last maps on CPU image by
+    image through batch norm: over one image, batch norm's statistics are instance norm's (per channel, over
+    height and width), and it works in the input's layout. PyTorch's instance norm first copies a channels_last
+    map to NCHW (5 ms for the last 64-channel 256x256 map of a generator), and in torch 2.14 its channels_last
+    backward for a single image is wrong (models/acceleration.instance_norm_nhwc_is_correct); batch norm's is
+    right (tests). NCHW maps, and other devices, get PyTorch's instance norm."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (torch.is_grad_enabled() or self.affine or self.track_running_stats or x.dim() != 4
-                or x.device.type != "cpu" or x.is_contiguous()
+        if (self.affine or self.track_running_stats or x.dim() != 4 or x.device.type != "cpu" or x.is_contiguous()
                 or not x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)
-        images = [F.batch_norm(x[i:i + 1], None, None, training=True, momentum=0.0, eps=self.eps)
-                  for i in range(x.shape[0])]
-        return images[0] if len(images) == 1 else torch.cat(images)
+        if x.shape[0] == 1:
+            return F.batch_norm(x, None, None, training=True, momentum=0.0, eps=self.eps)
+        # split, not slices: one gradient copy back instead of a zero-filled map per image
+        return torch.cat([F.batch_norm(image, None, None, training=True, momentum=0.0, eps=self.eps)
+                          for image in x.split(1)])
 
 
 def _conv_bias(norm: str) -> bool:
