@@ -62,8 +62,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--amp", action="store_true", help="mixed precision: bf16 autocast on CPU, fp16 with loss "
                    "scaling on CUDA (faster; changes numerics slightly)")
     s.add_argument("--channels_last", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
-                   help="NHWC memory layout; auto: off for training (measured slower on CPU, no faster on an H200 at "
-                   "batch 1), on for --amp inference on CPU (test.py, stylize: measured faster)")
+                   help="NHWC memory layout; auto: on for CPU training with --amp or in fp32 below crop 192, and for "
+                   "--amp inference on CPU (measured faster); off elsewhere (no faster on an H200 at batch 1)")
     s.add_argument("--conv_algorithm", default="auto", choices=CONV_ALGORITHMS,
                    help="how the residual blocks' 3x3 convolutions run: winograd (4x fewer multiply-adds, rounding "
                    "differs by ~1e-5; fp32 on CPU; with --amp, test.py and stylize use 2.25x fewer in bf16, with "
