@@ -29,8 +29,10 @@ def inference_weights(net: nn.Module, dtype: torch.dtype | None, layout: str = "
     fp32 weights (11M for the default) were cast again on every call; storing them gives bit-identical outputs.
     In NHWC, oneDNN's bf16 convolutions of one image ran faster and without the layout copies NCHW costs
     (networks.InstanceNorm keeps the maps in NHWC); the outputs differ from NCHW's by bf16 rounding only
-    (tests/test_speed_flags.py). A 256x256 default generator call: 274 ms with autocast casting, 267 with bf16
-    weights, 252 with NHWC as well (docs/performance.md). CUDA's fp16 keeps fp32 weights: not measured there."""
+    (tests/test_speed_flags.py), and there the residual blocks run by Winograd's F(2x2, 3x3)
+    (networks.ResidualConv). A 256x256 default generator call: 274 ms with autocast casting, 267 with bf16
+    weights, 252 with NHWC as well, 194 with Winograd (docs/performance.md). CUDA's fp16 keeps fp32 weights: not
+    measured there."""
     weight = next((p for p in net.parameters() if p.is_floating_point()), None)
     if dtype != torch.bfloat16 or weight is None or weight.device.type != "cpu":
         return net
@@ -75,8 +77,7 @@ def instance_norm_nhwc_is_correct(device_type: str) -> bool:
     x = torch.randn(1, 3, 8, 8, generator=gen)
     grads = []
     for layout in (torch.contiguous_format, torch.channels_last):
-        net = nn.Sequential(conv1, InstanceNorm(4), conv2).to(device_type, torch.float64,
-                                                                     memory_format=layout)
+        net = nn.Sequential(conv1, InstanceNorm(4), conv2).to(device_type, torch.float64, memory_format=layout)
         net.zero_grad(set_to_none=True)
         out = net(x.to(device_type, torch.float64).contiguous(memory_format=layout))
         (out * out).sum().backward()
