@@ -1,9 +1,10 @@
 """One residual-block convolution (reflection padding + 3x3), direct against Winograd, alternating A/B in one
 process with a few different inputs and weights in turn (so caches are not unrealistically warm). Prints one
 JSON line per configuration: inference (no gradients; Winograd with transformed filters kept, as test.py runs
-it) and training (forward and both gradients).
+it) and training (forward and both gradients), in NCHW or, with ``--channels_last``, in NHWC (as CPU training
+runs them).
 
-    python bench/winograd_conv.py [--shapes 256x64x64 256x32x32 128x64x64 ...] [--iters 20]
+    python bench/winograd_conv.py [--shapes 256x64x64 256x32x32 128x64x64 ...] [--iters 20] [--channels_last]
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ def direct(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, filters: torch.Ten
     return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), w, b)
 
 
-def measure(channels: int, height: int, width: int, iters: int, training: bool) -> dict:
+def measure(channels: int, height: int, width: int, iters: int, training: bool, channels_last: bool = False) -> dict:
     variants = 4
-    xs = [torch.randn(1, channels, height, width, requires_grad=training) for _ in range(variants)]
-    ws = [(torch.randn(channels, channels, 3, 3) * 0.02).requires_grad_(training) for _ in range(variants)]
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    xs = [torch.randn(1, channels, height, width).contiguous(memory_format=layout).requires_grad_(training)
+          for _ in range(variants)]
+    ws = [(torch.randn(channels, channels, 3, 3) * 0.02).contiguous(memory_format=layout).requires_grad_(training)
+          for _ in range(variants)]
     b = torch.randn(channels, requires_grad=training)
     filters = [None if training else winograd_filters(w) for w in ws]
-    grad = torch.randn(1, channels, height, width)
+    grad = torch.randn(1, channels, height, width).contiguous(memory_format=layout)
     times: dict[str, list[float]] = {"direct": [], "winograd": []}
     warmup = 3
     with torch.set_grad_enabled(training):
@@ -46,7 +50,8 @@ def measure(channels: int, height: int, width: int, iters: int, training: bool) 
                 if i >= warmup:
                     times[name].append(time.perf_counter() - t0)
     med = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-    return {"channels": channels, "height": height, "width": width, "pass": "training" if training else "inference",
+    return {"channels": channels, "height": height, "width": width, "layout": "NHWC" if channels_last else "NCHW",
+            "pass": "training" if training else "inference",
             "direct_ms": round(med["direct"], 2), "winograd_ms": round(med["winograd"], 2),
             "speedup": round(med["direct"] / med["winograd"], 2), "threads": torch.get_num_threads()}
 
@@ -56,11 +61,12 @@ def main() -> None:
     p.add_argument("--shapes", nargs="+", default=["256x64x64", "256x72x100", "256x32x32", "128x64x64",
                                                    "128x72x100", "64x64x64"], help="CHANNELSxHEIGHTxWIDTH")
     p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--channels_last", action="store_true", help="NHWC inputs and weights")
     args = p.parse_args()
     for shape in args.shapes:
         channels, height, width = (int(v) for v in shape.split("x"))
         for training in (False, True):
-            print(json.dumps(measure(channels, height, width, args.iters, training)), flush=True)
+            print(json.dumps(measure(channels, height, width, args.iters, training, args.channels_last)), flush=True)
 
 
 if __name__ == "__main__":

@@ -21,28 +21,39 @@ def direct(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
 
 # sizes that are and are not multiples of the 4x4 tile, the smallest reflectable image, and batches that the
 # implementation splits into groups (several small images per matrix multiply, with a remainder)
+LAYOUTS = [torch.contiguous_format, torch.channels_last]
+
+
 @pytest.mark.parametrize("shape", [(1, 3, 8, 8), (2, 5, 9, 11), (3, 4, 7, 13), (1, 2, 2, 2), (9, 3, 4, 6)])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_values_and_gradients_equal_direct_convolution_in_float64(shape, with_bias):
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["NCHW", "NHWC"])
+def test_values_and_gradients_equal_direct_convolution_in_float64(shape, with_bias, layout):
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(*shape, dtype=torch.float64, generator=g, requires_grad=True)
-    w = torch.randn(6, shape[1], 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    x = torch.randn(*shape, dtype=torch.float64, generator=g).contiguous(memory_format=layout).requires_grad_()
+    w = torch.randn(6, shape[1], 3, 3, dtype=torch.float64, generator=g).contiguous(memory_format=layout)
+    w.requires_grad_()
     b = torch.randn(6, dtype=torch.float64, generator=g, requires_grad=True) if with_bias else None
+    # an NCHW output gradient into an NHWC convolution too: the backward must not assume its layout
     grad_out = torch.randn(shape[0], 6, *shape[2:], dtype=torch.float64, generator=g)
     inputs = (x, w) if b is None else (x, w, b)
     ours = winograd_conv3x3_reflect(x, w, b)
     expected = direct(x, w, b)
     assert ours.shape == expected.shape
+    assert ours.is_contiguous(memory_format=layout)
     torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-10)
-    for got, want in zip(torch.autograd.grad(ours, inputs, grad_out), torch.autograd.grad(expected, inputs, grad_out)):
+    grads = torch.autograd.grad(ours, inputs, grad_out)
+    for got, want in zip(grads, torch.autograd.grad(expected, inputs, grad_out)):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    # gradients in their tensors' layouts: autograd then accumulates them without copies
+    assert grads[0].is_contiguous(memory_format=layout) and grads[1].is_contiguous(memory_format=layout)
 
 
-def test_float32_rounding_stays_near_direct_convolution():
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["NCHW", "NHWC"])
+def test_float32_rounding_stays_near_direct_convolution(layout):
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 64, 20, 20, generator=g, requires_grad=True)
-    w = (torch.randn(64, 64, 3, 3, generator=g) * 0.05).requires_grad_()
-    grad_out = torch.randn(2, 64, 20, 20, generator=g)
+    x = torch.randn(2, 64, 20, 20, generator=g).contiguous(memory_format=layout).requires_grad_()
+    w = (torch.randn(64, 64, 3, 3, generator=g) * 0.05).contiguous(memory_format=layout).requires_grad_()
+    grad_out = torch.randn(2, 64, 20, 20, generator=g).contiguous(memory_format=layout)
     ours, expected = winograd_conv3x3_reflect(x, w), direct(x, w, None)
     scale = expected.abs().max()
     assert (ours - expected).abs().max() < 5e-5 * scale
@@ -50,9 +61,10 @@ def test_float32_rounding_stays_near_direct_convolution():
         assert (got - want).abs().max() < 5e-5 * want.abs().max()
 
 
-def test_cached_filters_are_used_only_without_gradients():
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["NCHW", "NHWC"])
+def test_cached_filters_are_used_only_without_gradients(layout):
     w = torch.randn(4, 4, 3, 3)
-    x = torch.randn(1, 4, 6, 6)
+    x = torch.randn(1, 4, 6, 6).contiguous(memory_format=layout)
     stale = winograd_filters(torch.zeros_like(w))  # filters of other weights: visible if used
     with torch.no_grad():
         assert winograd_conv3x3_reflect(x, w, None, stale).abs().max() == 0
@@ -101,6 +113,19 @@ def test_generator_output_matches_direct_and_auto_picks_by_feature_map_size(monk
     torch.testing.assert_close(auto, expected, rtol=0, atol=1e-5)
 
 
+def test_auto_uses_winograd_from_smaller_maps_in_channels_last(monkeypatch):
+    calls = counting_winograd(monkeypatch)
+    conv = ResidualConv(256, True)
+    conv.algorithm = "auto"
+    with torch.no_grad():
+        for size, layout, expected in ((24, torch.channels_last, 1), (16, torch.channels_last, 0),
+                                       (24, torch.contiguous_format, 0), (48, torch.contiguous_format, 1)):
+            calls.clear()
+            x = torch.randn(1, 256, size, size).contiguous(memory_format=layout)
+            torch.testing.assert_close(conv(x), direct(x, conv.weight, conv.bias), rtol=0, atol=1e-4)
+            assert len(calls) == expected, (size, layout)
+
+
 def test_autocast_and_bfloat16_keep_direct_convolution(monkeypatch):
     calls = counting_winograd(monkeypatch)
     net = use_conv_algorithm(define_G(3, 3, 4, "resnet_6blocks"), "winograd").eval()
@@ -129,22 +154,23 @@ def test_inference_filters_follow_weight_changes():
     torch.testing.assert_close(after, expected, rtol=0, atol=1e-5)
 
 
-def tiny_model(algorithm: str) -> CycleGANModel:
+def tiny_model(algorithm: str, layout: str = "off") -> CycleGANModel:
     # SGD: Adam's first step moves every weight by about lr whatever the gradient's size, so rounding noise in
     # near-zero gradients (biases before instance norm) would become lr-sized differences.
     opt = options.parse(options.build_train_parser(),
                         ["--dataroot", "x", "--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks", "--gpu_ids", "-1",
-                         "--optimizer", "sgd", "--conv_algorithm", algorithm])
+                         "--optimizer", "sgd", "--conv_algorithm", algorithm, "--channels_last", layout])
     torch.manual_seed(0)
     return CycleGANModel(opt, torch.device("cpu"))
 
 
-def test_a_training_step_with_winograd_matches_direct(monkeypatch):
+@pytest.mark.parametrize("layout", ["off", "on"])
+def test_a_training_step_with_winograd_matches_direct(monkeypatch, layout):
     calls = counting_winograd(monkeypatch)
     g = torch.Generator().manual_seed(1)
     batch = {"A": torch.rand(1, 3, 32, 32, generator=g) * 2 - 1, "B": torch.rand(1, 3, 32, 32, generator=g) * 2 - 1,
              "A_paths": [], "B_paths": []}
-    models = {name: tiny_model(name) for name in ("direct", "winograd")}
+    models = {name: tiny_model(name, layout) for name in ("direct", "winograd")}
     start = {name: p.detach().clone() for name, p in models["direct"].G_A.named_parameters()}
     for model in models.values():
         model.set_input(batch)

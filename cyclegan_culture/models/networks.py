@@ -128,19 +128,22 @@ class ResidualConv(nn.Conv2d):
     ``ReflectionPad2d(1)`` followed by an unpadded ``Conv2d``). A plain ``nn.Conv2d`` in its parameters and
     state dict. ``algorithm`` says how it is computed: 'direct' (PyTorch's padding and convolution), 'winograd'
     (models/winograd.py) or 'auto' (Winograd for feature maps of at least WINOGRAD_MIN_CHANNELS channels and
-    WINOGRAD_MIN_PIXELS pixels). Winograd applies to fp32 on CPU outside autocast; elsewhere it would not pay
-    (GPU libraries choose their own algorithms), and the convolution is direct, except for bf16 inference in
-    channels_last (test.py and stylize with --amp on CPU), which runs by F(2x2, 3x3) (models/winograd_f2.py:
-    faster, with more rounding) where 'winograd' forces it and, under 'auto', from 256 channels."""
+    WINOGRAD_MIN_PIXELS pixels, WINOGRAD_MIN_PIXELS_CHANNELS_LAST in channels_last). Winograd applies to fp32
+    on CPU outside autocast; elsewhere it would not pay (GPU libraries choose their own algorithms), and the
+    convolution is direct, except for bf16 inference in channels_last (test.py and stylize with --amp on CPU),
+    which runs by F(2x2, 3x3) (models/winograd_f2.py: faster, with more rounding) where 'winograd' forces it
+    and, under 'auto', from 256 channels."""
 
     algorithm = "direct"
     # Where 'auto' uses Winograd, measured (docs/performance.md): from 256 channels (the default generator's
-    # blocks; with 128, as in --preset cpu, test.py was no faster and used more memory; with 64, slower) and
-    # from 48x48 pixels per feature map (crops from about 192 px). At crop 256 it made the training step 1.29x
-    # faster; at crop 128 (32x32 maps) only 1.06x, for 43 MB more peak memory (its memory-bound tile transforms
-    # and workspace weigh more on small maps), which would put training above the reference's peak.
+    # blocks; with 128, as in --preset cpu, test.py was no faster and used more memory; with 64, slower), and
+    # from 48x48 pixels per feature map in NCHW (crops from about 192 px; at 32x32 its strided tile transforms
+    # left the step only 1.06x faster, for more memory), from 24x24 in channels_last, whose transforms are plain
+    # matrix multiplies (a 256-channel training convolution 1.13x faster at 24x24, 1.25x at 32x32, 0.75x at
+    # 16x16; bench/winograd_conv.py --channels_last).
     WINOGRAD_MIN_CHANNELS = 256
     WINOGRAD_MIN_PIXELS = 48 * 48
+    WINOGRAD_MIN_PIXELS_CHANNELS_LAST = 24 * 24
 
     def __init__(self, dim: int, use_bias: bool):
         super().__init__(dim, dim, 3, padding=0, bias=use_bias)
@@ -166,8 +169,10 @@ class ResidualConv(nn.Conv2d):
         if self.algorithm == "direct" or x.device.type != "cpu" or x.dtype != torch.float32 \
                 or self.weight.dtype != torch.float32 or _cpu_autocast_enabled():
             return False
+        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        min_pixels = self.WINOGRAD_MIN_PIXELS_CHANNELS_LAST if channels_last else self.WINOGRAD_MIN_PIXELS
         return self.algorithm == "winograd" or (x.shape[-3] >= self.WINOGRAD_MIN_CHANNELS
-                                                and x.shape[-2] * x.shape[-1] >= self.WINOGRAD_MIN_PIXELS)
+                                                and x.shape[-2] * x.shape[-1] >= min_pixels)
 
     def _inference_filters(self) -> torch.Tensor | None:
         """Transformed filters kept between calls where the weights are fixed: 4x the weights' memory (170 MB

@@ -24,6 +24,7 @@ import threading
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 OUTPUT_TILE = 4
 INPUT_TILE = OUTPUT_TILE + 2
@@ -232,11 +233,153 @@ class _WinogradConv3x3(torch.autograd.Function):
                 grad_x[index * geo.group:index * geo.group + group] = _reflect_pad_backward(padded, geo)
         grad_w = grad_b = None
         if need_w:
-            flat = filter_transform.t() @ weight_products.view(TILE_POINTS, -1)  # 9, O * C
+            flat = _workspace.get("weights", (9, out_channels * x.shape[1]), x)  # done with the weights' copy
+            torch.mm(filter_transform.t(), weight_products.view(TILE_POINTS, -1), out=flat)
             grad_w = flat.view(3, 3, out_channels, in_channels).permute(2, 3, 0, 1).contiguous()
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_out.sum((0, 2, 3))
         return grad_x, grad_w, grad_b
+
+
+# --- channels_last ------------------------------------------------------------------------------------------
+# In NHWC the channels are the innermost dimension, so a tile transform is one matrix multiply over whole rows of
+# channels ([36, 36] @ [36, tiles x C]) with no transposes, and the 36 tile points come out as the batch of the
+# multiply directly. That cut the transforms' cost enough to pay at 32x32 maps (crop 128), where the NCHW version
+# above did not (docs/performance.md). The forward pass and the backward pass reuse the same four workspace
+# buffers (by input tile, input points, output points, by output tile), each at one time for one thing.
+
+def _nhwc_geometry(x: torch.Tensor) -> tuple[int, int]:
+    """Tiles down and across for x [N, C, H, W]: outputs come in 4x4 tiles, the last ones cut."""
+    height, width = x.shape[-2:]
+    if height < 2 or width < 2:
+        raise ValueError(f"reflection padding needs at least 2x2 inputs, got {height}x{width}")
+    return -(-height // OUTPUT_TILE), -(-width // OUTPUT_TILE)
+
+
+def _nhwc_input_tiles(x: torch.Tensor, tiles_h: int, tiles_w: int) -> torch.Tensor:
+    """x [N, C, H, W] (channels_last) -> its transformed 6x6 tiles B^T D B, [36, N * tiles, C] (workspace): the
+    reflection-padded input, zero-extended to whole tiles, gathered tile-point-major and transformed in one
+    multiply."""
+    n, channels, height, width = x.shape
+    # reflection-padded by 1, then zeros to whole tiles, in a workspace (fresh maps per call fragment the heap)
+    padded = _workspace.get("nhwc_padded", (n, tiles_h * OUTPUT_TILE + 2, tiles_w * OUTPUT_TILE + 2, channels), x)
+    padded[:, height + 2:].zero_()
+    padded[:, :height + 2, width + 2:].zero_()
+    image = x.permute(0, 2, 3, 1)
+    padded[:, 1:height + 1, 1:width + 1] = image
+    padded[:, 0, 1:width + 1] = image[:, 1]
+    padded[:, height + 1, 1:width + 1] = image[:, height - 2]
+    padded[:, :height + 2, 0] = padded[:, :height + 2, 2]
+    padded[:, :height + 2, width + 1] = padded[:, :height + 2, width - 1]
+    s_n, s_h, s_w, _ = padded.stride()
+    tiles = _workspace.get("nhwc_by_input_tile", (INPUT_TILE, INPUT_TILE, n, tiles_h, tiles_w, channels), x)
+    tiles.copy_(padded.as_strided(tiles.shape, (s_h, s_w, s_n, OUTPUT_TILE * s_h, OUTPUT_TILE * s_w, 1)))
+    transformed = _workspace.get("nhwc_input_points", (TILE_POINTS, n * tiles_h * tiles_w, channels), x)
+    torch.mm(_transforms(x.device, x.dtype)[0], tiles.view(TILE_POINTS, -1), out=transformed.view(TILE_POINTS, -1))
+    return transformed
+
+
+def _nhwc_forward(x: torch.Tensor, filters: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x [N, C, H, W] channels_last, filters [36, O, C] -> the convolution, [N, O, H, W] channels_last."""
+    n, _, height, width = x.shape
+    out_channels = filters.shape[1]
+    tiles_h, tiles_w = _nhwc_geometry(x)
+    columns = n * tiles_h * tiles_w
+    products = _workspace.get("nhwc_output_points", (TILE_POINTS, columns, out_channels), x)
+    torch.bmm(_nhwc_input_tiles(x, tiles_h, tiles_w), filters.transpose(1, 2), out=products)
+    outputs = _workspace.get("nhwc_by_output_tile", (OUTPUT_TILE, OUTPUT_TILE, n, tiles_h, tiles_w, out_channels), x)
+    torch.mm(_transforms(x.device, x.dtype)[2], products.view(TILE_POINTS, -1), out=outputs.view(OUTPUT_TILE ** 2, -1))
+    tiled = outputs.permute(2, 3, 0, 4, 1, 5).reshape(n, tiles_h * OUTPUT_TILE, tiles_w * OUTPUT_TILE, out_channels)
+    tiled = tiled[:, :height, :width]
+    y = torch.empty(n, height, width, out_channels, dtype=x.dtype, device=x.device)
+    if bias is None:
+        y.copy_(tiled)
+    else:
+        torch.add(tiled, bias, out=y)
+    return y.permute(0, 3, 1, 2)
+
+
+def _nhwc_input_gradient(grad_tiles: torch.Tensor, filters: torch.Tensor, x: torch.Tensor, tiles_h: int,
+                         tiles_w: int) -> torch.Tensor:
+    """The input's gradient from the output gradient's transformed tiles A E A^T [36, N * tiles, O]: through the
+    filters, back through B to 6x6 tiles, overlapping tiles summed onto the padded map, reflection folded in."""
+    n, channels, height, width = x.shape
+    tile_products = _workspace.get("nhwc_input_points", (TILE_POINTS, grad_tiles.shape[1], channels), x)
+    torch.bmm(grad_tiles, filters, out=tile_products)
+    tile_grads = _workspace.get("nhwc_by_input_tile", (INPUT_TILE, INPUT_TILE, n, tiles_h, tiles_w, channels), x)
+    torch.mm(_transforms(x.device, x.dtype)[0].t(), tile_products.view(TILE_POINTS, -1),
+             out=tile_grads.view(TILE_POINTS, -1))
+    rows, cols = tiles_h * OUTPUT_TILE, tiles_w * OUTPUT_TILE
+    padded = _workspace.get("nhwc_by_output_tile", (n, rows + 2, cols + 2, channels), x)  # done with the tiles
+    padded[:, rows:].zero_()
+    padded[:, :rows, cols:].zero_()
+    # each tile's first 4x4 points tile the map without overlap; its last two rows and columns overlap the next
+    # tile's first two and are added
+    padded[:, :rows, :cols].view(n, tiles_h, OUTPUT_TILE, tiles_w, OUTPUT_TILE, channels).copy_(
+        tile_grads[:OUTPUT_TILE, :OUTPUT_TILE].permute(2, 3, 0, 4, 1, 5))
+    for i in range(OUTPUT_TILE, INPUT_TILE):
+        padded[:, i:i + rows:OUTPUT_TILE, :cols].view(n, tiles_h, tiles_w, OUTPUT_TILE, channels).add_(
+            tile_grads[i, :OUTPUT_TILE].permute(1, 2, 3, 0, 4))
+    for j in range(OUTPUT_TILE, INPUT_TILE):
+        for i in range(INPUT_TILE):
+            padded[:, i:i + rows:OUTPUT_TILE, j:j + cols:OUTPUT_TILE] += tile_grads[i, j]
+    g = padded[:, :height + 2, :width + 2]  # reflection padding by 1: row 0 copied row 2, row h+1 row h-1
+    g[:, :, 2] += g[:, :, 0]
+    g[:, :, width - 1] += g[:, :, width + 1]
+    g[:, 2] += g[:, 0]
+    g[:, height - 1] += g[:, height + 1]
+    grad_x = torch.empty(n, height, width, channels, dtype=x.dtype, device=x.device)
+    grad_x.copy_(g[:, 1:height + 1, 1:width + 1])
+    return grad_x.permute(0, 3, 1, 2)
+
+
+class _WinogradConv3x3ChannelsLast(torch.autograd.Function):
+    """_WinogradConv3x3 for channels_last maps. The input's transformed tiles are recomputed for the weight
+    gradient rather than kept (2.25x the input's size per convolution)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _nhwc_forward(x, _filter_transform(weight), bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        n, _, height, width = x.shape
+        out_channels = weight.shape[0]
+        tiles_h, tiles_w = _nhwc_geometry(x)
+        input_transform, filter_transform, output_transform = _transforms(x.device, x.dtype)
+        grad = grad_out.permute(0, 2, 3, 1)
+        if tiles_h * OUTPUT_TILE != height or tiles_w * OUTPUT_TILE != width:
+            grad = F.pad(grad, (0, 0, 0, tiles_w * OUTPUT_TILE - width, 0, tiles_h * OUTPUT_TILE - height))
+        grad = grad.contiguous()
+        s_n, s_h, s_w, _ = grad.stride()
+        tiles = _workspace.get("nhwc_by_output_tile", (OUTPUT_TILE, OUTPUT_TILE, n, tiles_h, tiles_w, out_channels),
+                               x)
+        tiles.copy_(grad.as_strided(tiles.shape, (s_h, s_w, s_n, OUTPUT_TILE * s_h, OUTPUT_TILE * s_w, 1)))
+        grad_tiles = _workspace.get("nhwc_output_points", (TILE_POINTS, n * tiles_h * tiles_w, out_channels), x)
+        torch.mm(output_transform.t(), tiles.view(OUTPUT_TILE ** 2, -1), out=grad_tiles.view(TILE_POINTS, -1))
+        grad_x = grad_w = grad_b = None
+        if need_x:
+            grad_x = _nhwc_input_gradient(grad_tiles, _filter_transform(weight), x, tiles_h, tiles_w)
+        if need_w:
+            # the filters' buffer: the input gradient is done with them
+            weight_products = _workspace.get("filters", (TILE_POINTS, out_channels, x.shape[1]), x)
+            torch.bmm(grad_tiles.transpose(1, 2), _nhwc_input_tiles(x, tiles_h, tiles_w), out=weight_products)
+            flat = _workspace.get("weights", (9, out_channels * x.shape[1]), x)  # done with the weights' copy
+            torch.mm(filter_transform.t(), weight_products.view(TILE_POINTS, -1), out=flat)
+            grad_w = torch.empty_like(weight)  # in the weight's layout: no copy when autograd accumulates it
+            grad_w.copy_(flat.view(3, 3, out_channels, -1).permute(2, 3, 0, 1))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def winograd_filters(weight: torch.Tensor) -> torch.Tensor:
@@ -249,11 +392,14 @@ def winograd_filters(weight: torch.Tensor) -> torch.Tensor:
 def winograd_conv3x3_reflect(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                              filters: torch.Tensor | None = None) -> torch.Tensor:
     """Same as ``F.conv2d(F.pad(x, (1, 1, 1, 1), mode='reflect'), weight, bias)`` for a 3x3 kernel, up to
-    rounding. x: [N, C, H, W] with H, W >= 2. ``filters`` (from ``winograd_filters(weight)``) is used where no
-    gradient is computed."""
+    rounding. x: [N, C, H, W] with H, W >= 2, in NCHW or channels_last (the result has x's layout).
+    ``filters`` (from ``winograd_filters(weight)``) is used where no gradient is computed."""
     _check_kernel(weight)
+    channels_last = _is_channels_last(x)
     if filters is not None and not torch.is_grad_enabled():
-        return _forward(x, filters, bias)
+        return _nhwc_forward(x, filters, bias) if channels_last else _forward(x, filters, bias)
+    if channels_last:
+        return _WinogradConv3x3ChannelsLast.apply(x, weight, bias)
     return _WinogradConv3x3.apply(x, weight, bias)
 
 
