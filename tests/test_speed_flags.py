@@ -158,23 +158,70 @@ def test_instance_norm_of_channels_last_maps_goes_through_batch_norm_with_right_
     assert torch.allclose(fast, expected, atol=1e-12)
     # PyTorch's own channels_last backward for n = 1 is off by the gradient's size (torch 2.14, CPU)
     assert torch.allclose(nhwc.grad, nchw.grad, atol=1e-12)
+    # and twice differentiable, as a gradient penalty through a discriminator needs
+    first = [torch.autograd.grad(f(v), v, grad, create_graph=True)[0]
+             for f, v in ((norm, nhwc), (torch.nn.functional.instance_norm, nchw))]
+    second = [torch.autograd.grad((g * g).sum(), v)[0] for g, v in zip(first, (nhwc, nchw))]
+    assert torch.allclose(second[0], second[1], atol=1e-10)
+
+
+class CountingGenerator(torch.nn.Module):
+    """Records the batch size of each call."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net, self.batches = net, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        return self.net(x)
+
+
+@pytest.mark.parametrize("identity", [0.5, 0.0])
+def test_each_generator_takes_its_images_as_one_batch_with_the_same_results(identity):
+    model = tiny_model("--lambda_identity", str(identity))
+    model.run = {name: CountingGenerator(net) if name.startswith("G") else net for name, net in model.run.items()}
+    model.set_input(batch(n=2))
+    model.forward()
+    # G_A: real_A (+ real_B), G_B: real_B (+ real_A) + fake_B, then G_A: fake_A
+    assert model.run["G_A"].batches == ([4, 2] if identity else [2, 2])
+    assert model.run["G_B"].batches == ([6] if identity else [4])
+    G_A, G_B = model.G_A, model.G_B
+    with torch.no_grad():
+        expected = {"fake_B": G_A(model.real_A), "fake_A": G_B(model.real_B)}
+        expected.update(rec_A=G_B(expected["fake_B"]), rec_B=G_A(expected["fake_A"]))
+        if identity:
+            expected.update(idt_A=G_A(model.real_B), idt_B=G_B(model.real_A))
+    for name, value in expected.items():
+        torch.testing.assert_close(getattr(model, name), value, rtol=0, atol=1e-5)
+
+
+def test_batch_norm_and_unequal_image_sizes_keep_separate_generator_calls():
+    model = tiny_model("--norm", "batch")
+    model.run = {name: CountingGenerator(net) if name.startswith("G") else net for name, net in model.run.items()}
+    model.set_input(batch())
+    model.forward()
+    assert model.run["G_A"].batches == [1, 1, 1] and model.run["G_B"].batches == [1, 1, 1]
+    model = tiny_model()
+    model.run = {name: CountingGenerator(net) if name.startswith("G") else net for name, net in model.run.items()}
+    model.set_input({**batch(), "B": torch.rand(1, 3, 24, 32) * 2 - 1})
+    model.forward()
+    assert model.run["G_A"].batches == [1, 1, 1] and model.idt_A.shape == (1, 3, 24, 32)
 
 
 def test_auto_layout_is_nhwc_for_cpu_training_where_measured_faster():
     cpu = torch.device("cpu")
-    small, large = acceleration.WINOGRAD_MIN_CROP - 64, acceleration.WINOGRAD_MIN_CROP
-    assert acceleration.memory_format("auto", cpu, training_crop=small) == torch.channels_last  # fp32, no Winograd
-    assert acceleration.memory_format("auto", cpu, training_crop=large) == torch.contiguous_format  # Winograd
-    assert acceleration.memory_format("auto", cpu, training_crop=large, amp=True) == torch.channels_last
+    assert acceleration.memory_format("auto", cpu, training=True) == torch.channels_last
     assert acceleration.memory_format("auto", cpu) == torch.contiguous_format  # not training
-    assert acceleration.memory_format("off", cpu, training_crop=small, amp=True) == torch.contiguous_format
+    assert acceleration.memory_format("off", cpu, training=True) == torch.contiguous_format
     assert tiny_model("--channels_last", "auto", "--amp").memory_format == torch.channels_last
+    assert tiny_model("--channels_last", "auto", "--crop_size", "256").memory_format == torch.channels_last
 
 
 def test_auto_layout_is_nchw_on_cuda_and_on_is_refused_where_nhwc_instance_norm_is_wrong(monkeypatch):
     cuda = torch.device("cuda")  # only its type is read: no GPU needed
     monkeypatch.setattr(acceleration, "instance_norm_nhwc_is_correct", lambda device_type: True)
-    assert acceleration.memory_format("auto", cuda, training_crop=128, amp=True) == torch.contiguous_format
+    assert acceleration.memory_format("auto", cuda, training=True) == torch.contiguous_format
     assert acceleration.memory_format("on", cuda) == torch.channels_last
     monkeypatch.setattr(acceleration, "instance_norm_nhwc_is_correct", lambda device_type: False)
     assert acceleration.memory_format("on", cuda, norm="batch") == torch.channels_last

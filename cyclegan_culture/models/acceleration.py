@@ -4,7 +4,6 @@ way (mixed precision). Measured in docs/performance.md."""
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 from torch import nn
@@ -41,28 +40,22 @@ def inference_weights(net: nn.Module, dtype: torch.dtype | None, layout: str = "
     return net.to(torch.bfloat16, memory_format=torch.channels_last)
 
 
-def memory_format(setting: str, device: torch.device, norm: str = "instance", training_crop: int | None = None,
-                  amp: bool = False) -> torch.memory_format:
-    """The networks' layout. 'on' is NHWC; 'auto' is NHWC for training on CPU (``training_crop`` given) in bf16,
-    and in fp32 where the residual blocks do not run Winograd (crops under WINOGRAD_MIN_CROP), else NCHW.
+def memory_format(setting: str, device: torch.device, norm: str = "instance",
+                  training: bool = False) -> torch.memory_format:
+    """The networks' layout. 'on' is NHWC; 'auto' is NHWC for training on CPU, else NCHW.
 
     Measured on CPU (docs/performance.md), alternating in one process: with networks.InstanceNorm keeping
-    channels_last maps in place, bf16 steps were 3% (crop 128) and 6% (crop 256) faster in NHWC, fp32 at crop
-    128 6% faster, fp32 at crop 256 (Winograd, which works in NCHW) 8% slower. Inference layouts are
-    inference_weights' choice. On CUDA NHWC was no faster for the default batch of one (H200), so 'auto' is NCHW
-    there."""
-    if setting == "off" or (setting == "auto" and (device.type != "cpu" or training_crop is None
-                                                   or not (amp or training_crop < WINOGRAD_MIN_CROP))):
+    channels_last maps in place, bf16 steps were 3% (crop 128) and 6% (crop 256) faster in NHWC; fp32 steps,
+    with the residual blocks by Winograd in NHWC (models/winograd.py), 1.42x faster than in NCHW at crop 128
+    and as fast at crop 256, for 110 MB less peak memory there. Inference layouts are inference_weights' choice.
+    On CUDA NHWC was no faster for the default batch of one (H200), so 'auto' is NCHW there."""
+    if setting == "off" or (setting == "auto" and (device.type != "cpu" or not training)):
         return torch.contiguous_format
     if norm == "instance" and not instance_norm_nhwc_is_correct(device.type):
         raise UserError(f"--channels_last: this PyTorch ({torch.__version__}) computes wrong instance-norm "
                         f"gradients for single images in channels_last layout on {device.type}; use "
                         "--channels_last off (or auto)")
     return torch.channels_last
-
-
-# The smallest crop whose residual-block maps (crop / 4 on a side) reach ResidualConv.WINOGRAD_MIN_PIXELS.
-WINOGRAD_MIN_CROP = 4 * math.isqrt(ResidualConv.WINOGRAD_MIN_PIXELS)
 
 
 @functools.lru_cache(maxsize=None)

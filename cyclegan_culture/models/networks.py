@@ -46,9 +46,45 @@ class InstanceNorm(nn.InstanceNorm2d):
             return super().forward(x)
         if x.shape[0] == 1:
             return F.batch_norm(x, None, None, training=True, momentum=0.0, eps=self.eps)
-        # split, not slices: one gradient copy back instead of a zero-filled map per image
-        return torch.cat([F.batch_norm(image, None, None, training=True, momentum=0.0, eps=self.eps)
-                          for image in x.split(1)])
+        return _ImagewiseBatchNorm.apply(x, self.eps)
+
+
+class _ImagewiseBatchNorm(torch.autograd.Function):
+    """Batch norm of each image of a channels_last batch on its own (= instance norm), each image's result and
+    gradient written straight into one map for the batch: per-image results joined with ``torch.cat`` cost two
+    extra maps the size of the batch's at once, forward and backward, which raised a training step's peak memory
+    (docs/performance.md). Twice differentiable (a gradient penalty through a discriminator): then the gradient
+    is taken through PyTorch's batch norm, image by image."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, eps: float) -> torch.Tensor:
+        out = torch.empty_like(x, memory_format=torch.channels_last)
+        mean = x.new_empty(x.shape[0], x.shape[1])
+        invstd = x.new_empty(x.shape[0], x.shape[1])
+        for i in range(x.shape[0]):
+            torch.ops.aten.native_batch_norm.out(x[i:i + 1], None, None, None, None, True, 0.0, eps,
+                                                 out=out[i:i + 1], save_mean=mean[i], save_invstd=invstd[i])
+        ctx.save_for_backward(x, mean, invstd)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, mean, invstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: a gradient that can itself be differentiated
+            with torch.enable_grad():
+                out = torch.cat([F.batch_norm(image, None, None, training=True, momentum=0.0, eps=ctx.eps)
+                                 for image in x.split(1)])
+                return torch.autograd.grad(out, x, grad, create_graph=True)[0], None
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        grad_x = torch.empty_like(x, memory_format=torch.channels_last)
+        ones = x.new_ones(x.shape[1])  # the .out kernel wants the affine gradients' buffers defined
+        unused_weight_grad, unused_bias_grad = x.new_empty(x.shape[1]), x.new_empty(x.shape[1])
+        for i in range(x.shape[0]):
+            torch.ops.aten.native_batch_norm_backward.out(
+                grad[i:i + 1], x[i:i + 1], ones, None, None, mean[i], invstd[i], True, ctx.eps, [True, True, True],
+                out0=grad_x[i:i + 1], out1=unused_weight_grad, out2=unused_bias_grad)
+        return grad_x, None
 
 
 def _conv_bias(norm: str) -> bool:
