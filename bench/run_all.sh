@@ -44,6 +44,7 @@ b testpy --crop 256 --images 50 --conv_algorithm direct
 b testpy --crop 256 --images 50 --amp
 b testpy --crop 256 --images 50 --reference_step
 "$PY" bench/winograd_conv.py | tee -a "$J"
+"$PY" bench/winograd_conv.py --channels_last --shapes 256x64x64 256x32x32 256x24x24 256x16x16 128x64x64 128x32x32 64x64x64 | tee -a "$J"
 "$PY" bench/step_parts.py | tee -a "$J"
 "$PY" bench/memory_soak.py --iters 5000 | tee -a "$J"
 echo "table: $T"
