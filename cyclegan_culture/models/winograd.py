@@ -82,10 +82,12 @@ class _Geometry:
         self.group = max(1, self.TILES_PER_GROUP // self.tiles)
 
 
-def _reflect_pad(images: torch.Tensor, geo: _Geometry) -> torch.Tensor:
-    """images [G, C, H, W] -> the workspace's [G, C, 4 th + 2, 4 tw + 2]: reflection-padded by 1, then zeros."""
+def _reflect_pad(images: torch.Tensor, geo: _Geometry, padded: torch.Tensor | None = None) -> torch.Tensor:
+    """images [G, C, H, W] -> [G, C, 4 th + 2, 4 tw + 2], reflection-padded by 1, then zeros: into ``padded``
+    (any layout) or the workspace."""
     h, w = geo.height, geo.width
-    padded = _workspace.get("padded", (images.shape[0], geo.channels, geo.padded_h, geo.padded_w), images)
+    if padded is None:
+        padded = _workspace.get("padded", (images.shape[0], geo.channels, geo.padded_h, geo.padded_w), images)
     if geo.padded_h > h + 2:
         padded[:, :, h + 2:].zero_()
     if geo.padded_w > w + 2:
@@ -248,29 +250,15 @@ class _WinogradConv3x3(torch.autograd.Function):
 # above did not (docs/performance.md). The forward pass and the backward pass reuse the same four workspace
 # buffers (by input tile, input points, output points, by output tile), each at one time for one thing.
 
-def _nhwc_geometry(x: torch.Tensor) -> tuple[int, int]:
-    """Tiles down and across for x [N, C, H, W]: outputs come in 4x4 tiles, the last ones cut."""
-    height, width = x.shape[-2:]
-    if height < 2 or width < 2:
-        raise ValueError(f"reflection padding needs at least 2x2 inputs, got {height}x{width}")
-    return -(-height // OUTPUT_TILE), -(-width // OUTPUT_TILE)
-
-
-def _nhwc_input_tiles(x: torch.Tensor, tiles_h: int, tiles_w: int) -> torch.Tensor:
+def _nhwc_input_tiles(x: torch.Tensor, geo: _Geometry) -> torch.Tensor:
     """x [N, C, H, W] (channels_last) -> its transformed 6x6 tiles B^T D B, [36, N * tiles, C] (workspace): the
     reflection-padded input, zero-extended to whole tiles, gathered tile-point-major and transformed in one
     multiply."""
-    n, channels, height, width = x.shape
-    # reflection-padded by 1, then zeros to whole tiles, in a workspace (fresh maps per call fragment the heap)
-    padded = _workspace.get("nhwc_padded", (n, tiles_h * OUTPUT_TILE + 2, tiles_w * OUTPUT_TILE + 2, channels), x)
-    padded[:, height + 2:].zero_()
-    padded[:, :height + 2, width + 2:].zero_()
-    image = x.permute(0, 2, 3, 1)
-    padded[:, 1:height + 1, 1:width + 1] = image
-    padded[:, 0, 1:width + 1] = image[:, 1]
-    padded[:, height + 1, 1:width + 1] = image[:, height - 2]
-    padded[:, :height + 2, 0] = padded[:, :height + 2, 2]
-    padded[:, :height + 2, width + 1] = padded[:, :height + 2, width - 1]
+    n, channels = x.shape[:2]
+    tiles_h, tiles_w = geo.tiles_h, geo.tiles_w
+    # padded in a workspace too (fresh maps per call fragment the heap), NHWC, filled through an NCHW view
+    padded = _workspace.get("nhwc_padded", (n, geo.padded_h, geo.padded_w, channels), x)
+    _reflect_pad(x, geo, padded.permute(0, 3, 1, 2))
     s_n, s_h, s_w, _ = padded.stride()
     tiles = _workspace.get("nhwc_by_input_tile", (INPUT_TILE, INPUT_TILE, n, tiles_h, tiles_w, channels), x)
     tiles.copy_(padded.as_strided(tiles.shape, (s_h, s_w, s_n, OUTPUT_TILE * s_h, OUTPUT_TILE * s_w, 1)))
@@ -283,10 +271,10 @@ def _nhwc_forward(x: torch.Tensor, filters: torch.Tensor, bias: torch.Tensor | N
     """x [N, C, H, W] channels_last, filters [36, O, C] -> the convolution, [N, O, H, W] channels_last."""
     n, _, height, width = x.shape
     out_channels = filters.shape[1]
-    tiles_h, tiles_w = _nhwc_geometry(x)
-    columns = n * tiles_h * tiles_w
-    products = _workspace.get("nhwc_output_points", (TILE_POINTS, columns, out_channels), x)
-    torch.bmm(_nhwc_input_tiles(x, tiles_h, tiles_w), filters.transpose(1, 2), out=products)
+    geo = _Geometry(x)
+    tiles_h, tiles_w = geo.tiles_h, geo.tiles_w
+    products = _workspace.get("nhwc_output_points", (TILE_POINTS, n * geo.tiles, out_channels), x)
+    torch.bmm(_nhwc_input_tiles(x, geo), filters.transpose(1, 2), out=products)
     outputs = _workspace.get("nhwc_by_output_tile", (OUTPUT_TILE, OUTPUT_TILE, n, tiles_h, tiles_w, out_channels), x)
     torch.mm(_transforms(x.device, x.dtype)[2], products.view(TILE_POINTS, -1), out=outputs.view(OUTPUT_TILE ** 2, -1))
     tiled = outputs.permute(2, 3, 0, 4, 1, 5).reshape(n, tiles_h * OUTPUT_TILE, tiles_w * OUTPUT_TILE, out_channels)
@@ -299,11 +287,12 @@ def _nhwc_forward(x: torch.Tensor, filters: torch.Tensor, bias: torch.Tensor | N
     return y.permute(0, 3, 1, 2)
 
 
-def _nhwc_input_gradient(grad_tiles: torch.Tensor, filters: torch.Tensor, x: torch.Tensor, tiles_h: int,
-                         tiles_w: int) -> torch.Tensor:
+def _nhwc_input_gradient(grad_tiles: torch.Tensor, filters: torch.Tensor, x: torch.Tensor,
+                         geo: _Geometry) -> torch.Tensor:
     """The input's gradient from the output gradient's transformed tiles A E A^T [36, N * tiles, O]: through the
     filters, back through B to 6x6 tiles, overlapping tiles summed onto the padded map, reflection folded in."""
-    n, channels, height, width = x.shape
+    n, channels = x.shape[:2]
+    tiles_h, tiles_w = geo.tiles_h, geo.tiles_w
     tile_products = _workspace.get("nhwc_input_points", (TILE_POINTS, grad_tiles.shape[1], channels), x)
     torch.bmm(grad_tiles, filters, out=tile_products)
     tile_grads = _workspace.get("nhwc_by_input_tile", (INPUT_TILE, INPUT_TILE, n, tiles_h, tiles_w, channels), x)
@@ -323,14 +312,8 @@ def _nhwc_input_gradient(grad_tiles: torch.Tensor, filters: torch.Tensor, x: tor
     for j in range(OUTPUT_TILE, INPUT_TILE):
         for i in range(INPUT_TILE):
             padded[:, i:i + rows:OUTPUT_TILE, j:j + cols:OUTPUT_TILE] += tile_grads[i, j]
-    g = padded[:, :height + 2, :width + 2]  # reflection padding by 1: row 0 copied row 2, row h+1 row h-1
-    g[:, :, 2] += g[:, :, 0]
-    g[:, :, width - 1] += g[:, :, width + 1]
-    g[:, 2] += g[:, 0]
-    g[:, height - 1] += g[:, height + 1]
-    grad_x = torch.empty(n, height, width, channels, dtype=x.dtype, device=x.device)
-    grad_x.copy_(g[:, 1:height + 1, 1:width + 1])
-    return grad_x.permute(0, 3, 1, 2)
+    grad_x = torch.empty_like(x, memory_format=torch.channels_last)
+    return grad_x.copy_(_reflect_pad_backward(padded.permute(0, 3, 1, 2), geo))
 
 
 class _WinogradConv3x3ChannelsLast(torch.autograd.Function):
@@ -350,8 +333,9 @@ class _WinogradConv3x3ChannelsLast(torch.autograd.Function):
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         n, _, height, width = x.shape
         out_channels = weight.shape[0]
-        tiles_h, tiles_w = _nhwc_geometry(x)
-        input_transform, filter_transform, output_transform = _transforms(x.device, x.dtype)
+        geo = _Geometry(x)
+        tiles_h, tiles_w = geo.tiles_h, geo.tiles_w
+        _, filter_transform, output_transform = _transforms(x.device, x.dtype)
         grad = grad_out.permute(0, 2, 3, 1)
         if tiles_h * OUTPUT_TILE != height or tiles_w * OUTPUT_TILE != width:
             grad = F.pad(grad, (0, 0, 0, tiles_w * OUTPUT_TILE - width, 0, tiles_h * OUTPUT_TILE - height))
@@ -360,15 +344,15 @@ class _WinogradConv3x3ChannelsLast(torch.autograd.Function):
         tiles = _workspace.get("nhwc_by_output_tile", (OUTPUT_TILE, OUTPUT_TILE, n, tiles_h, tiles_w, out_channels),
                                x)
         tiles.copy_(grad.as_strided(tiles.shape, (s_h, s_w, s_n, OUTPUT_TILE * s_h, OUTPUT_TILE * s_w, 1)))
-        grad_tiles = _workspace.get("nhwc_output_points", (TILE_POINTS, n * tiles_h * tiles_w, out_channels), x)
+        grad_tiles = _workspace.get("nhwc_output_points", (TILE_POINTS, n * geo.tiles, out_channels), x)
         torch.mm(output_transform.t(), tiles.view(OUTPUT_TILE ** 2, -1), out=grad_tiles.view(TILE_POINTS, -1))
         grad_x = grad_w = grad_b = None
         if need_x:
-            grad_x = _nhwc_input_gradient(grad_tiles, _filter_transform(weight), x, tiles_h, tiles_w)
+            grad_x = _nhwc_input_gradient(grad_tiles, _filter_transform(weight), x, geo)
         if need_w:
             # the filters' buffer: the input gradient is done with them
             weight_products = _workspace.get("filters", (TILE_POINTS, out_channels, x.shape[1]), x)
-            torch.bmm(grad_tiles.transpose(1, 2), _nhwc_input_tiles(x, tiles_h, tiles_w), out=weight_products)
+            torch.bmm(grad_tiles.transpose(1, 2), _nhwc_input_tiles(x, geo), out=weight_products)
             flat = _workspace.get("weights", (9, out_channels * x.shape[1]), x)  # done with the weights' copy
             torch.mm(filter_transform.t(), weight_products.view(TILE_POINTS, -1), out=flat)
             grad_w = torch.empty_like(weight)  # in the weight's layout: no copy when autograd accumulates it
