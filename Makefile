@@ -30,9 +30,11 @@ visdom-assets:
 test: $(STAMP)
 	$(PY) -m pytest
 
-# Re-running `make demo` resumes an unfinished demo run instead of starting over.
+# Re-running `make demo` resumes an unfinished demo run (from any training state a crash left: .pt, .pt.new,
+# .prev.pt) instead of starting over; weights without any state (a kill inside the first save) are moved aside.
 demo: $(STAMP)
-	@if [ -f checkpoints/$(DEMO_NAME)/training_state.pt ]; then resume=--continue_train; fi; \
+	@if ls checkpoints/$(DEMO_NAME)/training_state* >/dev/null 2>&1; then resume=--continue_train; \
+	elif ls checkpoints/$(DEMO_NAME)/*_net_*.pth >/dev/null 2>&1; then resume=--start_over; fi; \
 	$(PY) train.py --dataroot $(DEMO_DATA) --name $(DEMO_NAME) --preset cpu $$resume
 	$(PY) test.py --dataroot $(DEMO_DATA) --name $(DEMO_NAME)
 	@echo "Gallery: results/$(DEMO_NAME)/test_latest/index.html"

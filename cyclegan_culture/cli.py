@@ -16,10 +16,10 @@ def _train(argv: list[str]) -> int:
 
     parser = options.build_train_parser()
     opt = options.parse(parser, argv)
-    if not opt.dataroot:
-        raise UserError("--dataroot is required: the folder holding trainA and trainB")
     result = Trainer(opt, parser).run()
-    return 130 if result.interrupted else 0
+    if not result.interrupted:
+        return 0
+    return 128 + int(result.stop_signal) if result.stop_signal else 130  # the shell's convention for signals
 
 
 def _test(argv: list[str]) -> int:
@@ -60,7 +60,10 @@ def _stylize(argv: list[str]) -> int:
     p = ArgumentParser(prog="cyclegan-culture stylize",
                        description="Translate images (files or folders, recursively) at their own size.")
     p.add_argument("inputs", nargs="+", help="image files and folders")
-    p.add_argument("--output", required=True, help="folder for the results (relative paths are kept)")
+    p.add_argument("--output", required=True, help="folder for the results (relative paths are kept); it may not "
+                   "hold the inputs unless --suffix is given")
+    p.add_argument("--suffix", default=None, help="add this to each output's name (photo.jpg -> photo_SUFFIX.jpg); "
+                   "lets --output be the inputs' own folder")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="a run folder, e.g. checkpoints/photo2guohua (options from its opt.json)")
     src.add_argument("--checkpoint", help="a bare generator file, e.g. the reference's latest_net_G_A.pth")
@@ -82,7 +85,7 @@ def _stylize(argv: list[str]) -> int:
                                             **flags)
     else:
         stylizer = Stylizer.from_checkpoint(args.checkpoint, **common, **flags)
-    stylize_paths(stylizer, args.inputs, Path(args.output))
+    stylize_paths(stylizer, args.inputs, Path(args.output), args.suffix)
     return 0
 
 
@@ -114,9 +117,10 @@ def _compare(argv: list[str], via_test: bool = False) -> int:
 def _export(argv: list[str]) -> int:
     from pathlib import Path
 
-    from cyclegan_culture.export import default_output, export_generator
+    from cyclegan_culture.export import default_output, export_generator, refuse_replacing_run_files
     from cyclegan_culture.inference import Stylizer
     from cyclegan_culture.options import ArgumentParser
+    from cyclegan_culture.outputs import prepare_output_dir
 
     p = ArgumentParser(prog="cyclegan-culture export",
                        description="Export a run's generator to TorchScript or ONNX, checked against PyTorch.")
@@ -126,8 +130,10 @@ def _export(argv: list[str]) -> int:
     p.add_argument("--epoch", default="latest")
     p.add_argument("--direction", default="AtoB", choices=["AtoB", "BtoA"])
     args = p.parse_args(argv)
-    stylizer = Stylizer.from_pretrained(args.model, epoch=args.epoch, direction=args.direction, device="cpu")
     out = Path(args.out) if args.out else default_output(Path(args.model), args.format)
+    refuse_replacing_run_files(out, Path(args.model), default_output(Path(args.model), args.format))
+    prepare_output_dir(out.parent, "--out")
+    stylizer = Stylizer.from_pretrained(args.model, epoch=args.epoch, direction=args.direction, device="cpu")
     result = export_generator(stylizer.generator, args.format, out)
     print(f"Exported {result.path} ({args.format}); max abs difference from PyTorch on a "
           f"{result.checked_size[0]}x{result.checked_size[1]} image: {result.max_abs_diff:.2e}")
@@ -139,6 +145,7 @@ def _analyze(argv: list[str]) -> int:
 
     from cyclegan_culture.eval.analysis import analyze
     from cyclegan_culture.options import ArgumentParser
+    from cyclegan_culture.outputs import prepare_output_dir, refuse_inside
 
     p = ArgumentParser(prog="cyclegan-culture analyze",
                        description="Measure how cultures' visual languages differ, in real art and in models' output.")
@@ -153,6 +160,9 @@ def _analyze(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if args.max_images is not None and args.max_images <= 0:
         raise UserError(f"--max_images must be positive, got {args.max_images}")
+    for dataset in args.datasets:
+        refuse_inside(Path(args.out), Path(dataset), "--out", "the dataset")
+    prepare_output_dir(Path(args.out), "--out", create=False)
     summary = analyze([Path(d) for d in args.datasets], [Path(m) for m in args.models], Path(args.out),
                       args.max_images, args.epoch, Path(args.inception_weights) if args.inception_weights else None)
     print(f"Classifier accuracy {summary['classifier']['accuracy']:.3f} over {len(summary['groups'])} groups; "

@@ -79,3 +79,15 @@ def _export_onnx(net: nn.Module, example: torch.Tensor, path: Path, check: torch
 
 def default_output(run_dir: Path, fmt: str) -> Path:
     return inside(run_dir, f"generator.{'pt' if fmt == 'torchscript' else 'onnx'}")
+
+
+def refuse_replacing_run_files(out: Path, run_dir: Path, default: Path) -> None:
+    """An export may replace an earlier export, never a folder or one of the run's own files (its weights,
+    training state, options)."""
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; give a file name, e.g. {out / default.name}")
+    resolved, run = out.resolve(), Path(run_dir).resolve()
+    if out.exists() and run in resolved.parents and resolved != Path(default).resolve():
+        raise UserError(f"--out {out}: is one of the run's own files and would be replaced; choose another "
+                        f"name (the default is {default})")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -15,6 +17,40 @@ from cyclegan_culture.errors import UserError
 if TYPE_CHECKING:
     from PIL import Image
 
+# Write errors that mean "no room": a full disk, a quota, or a file-size limit (ulimit -f).
+NO_ROOM = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
+           errno.EFBIG: "file size limit reached (ulimit -f)"}
+
+
+class _RecordingWriter:
+    """A file wrapper that remembers the OSError of a failed write. torch.save reports a failed write from
+    inside its zip writer as a RuntimeError ("unexpected pos"); the recorded error says what really happened."""
+
+    def __init__(self, f: Any):
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def __getattr__(self, name: str) -> Any:  # flush, seek, tell, fileno: the file's own
+        return getattr(self._f, name)
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode the file would get from open(): the existing file's, or 0666 minus the umask. mkstemp creates
+    0600 files, which the rename would otherwise keep (galleries a web server cannot read)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
+
 
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``: readers and crashes see
@@ -22,9 +58,12 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    recorder = None
     try:
+        os.fchmod(fd, _new_file_mode(path))
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            write(f)
+            recorder = _RecordingWriter(f) if "b" in mode else None
+            write(recorder if recorder is not None else f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -33,9 +72,11 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") ->
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise UserError(f"{path}: disk full while saving; the previous file is intact. Free space and "
-                            "resume with --continue_train") from None
+        cause = recorder.error if recorder is not None and recorder.error is not None else exc
+        if isinstance(cause, OSError) and cause.errno in NO_ROOM:
+            raise UserError(f"{path}: {NO_ROOM[cause.errno]} while saving; the previous file is intact. Free "
+                            "space (or raise the limit) and run the command again; training resumes with "
+                            "--continue_train") from None
         raise
 
 

@@ -114,7 +114,10 @@ def build_train_parser() -> argparse.ArgumentParser:
     t.add_argument("--n_epochs", type=int, default=100, help="epochs at the starting learning rate")
     t.add_argument("--n_epochs_decay", type=int, default=100, help="epochs to decay the learning rate to zero")
     t.add_argument("--epoch_count", type=int, default=1, help="number of the first epoch")
-    t.add_argument("--continue_train", action="store_true", help="resume from the run's full training state")
+    t.add_argument("--continue_train", action="store_true", help="resume from the run's full training state; flags "
+                   "not given take the run's values (docs/reliability.md: which flags may change)")
+    t.add_argument("--start_over", action="store_true", help="train afresh in a run folder that already holds "
+                   "weights or a training state: its files are first moved into RUN/superseded-<time>/")
     t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
     t.add_argument("--lr", type=float, default=0.0002, help="initial learning rate")
     t.add_argument("--beta1", type=float, default=0.5, help="Adam's beta1 (SGD's momentum)")
@@ -226,6 +229,19 @@ def validate_model(opt: argparse.Namespace) -> None:
     for flag in ("ngf", "ndf", "n_layers_D", "input_nc", "output_nc"):
         if getattr(opt, flag) <= 0:
             raise UserError(f"--{flag} must be a positive number, got {getattr(opt, flag)}")
+    for flag in ("input_nc", "output_nc"):
+        if getattr(opt, flag) != 3:
+            raise UserError(f"--{flag} {getattr(opt, flag)}: only RGB images (3 channels) are supported; "
+                            "greyscale photos are read as RGB, so leave it at 3")
+
+
+def min_image_size(opt: argparse.Namespace) -> int:
+    """The smallest training image the networks can take: the generator's two stride-2 steps and the reflection
+    padding of its bottleneck need 8 px; a PatchGAN of n stride-2 layers followed by two 4x4 stride-1 layers
+    needs 3 * 2^n px, or its last normalised map has a single value."""
+    if opt.netD == "pixel":
+        return 8
+    return max(8, 3 * 2 ** (opt.n_layers_D if opt.netD == "n_layers" else 3))
 
 
 def validate_data(opt: argparse.Namespace) -> None:
@@ -238,6 +254,13 @@ def validate_data(opt: argparse.Namespace) -> None:
         raise UserError(f"--num_threads must be 0 or more, got {opt.num_threads}")
     if opt.max_dataset_size is not None and opt.max_dataset_size <= 0:
         raise UserError(f"--max_dataset_size must be a positive number, got {opt.max_dataset_size}")
+    if "crop" in opt.preprocess and opt.crop_size % 4:
+        raise UserError(f"--crop_size {opt.crop_size} must be a multiple of 4 (the generator halves it twice); "
+                        f"use {opt.crop_size - opt.crop_size % 4 or 4} or {opt.crop_size + 4 - opt.crop_size % 4}")
+    if "crop" in opt.preprocess and opt.crop_size < min_image_size(opt):
+        raise UserError(f"--crop_size {opt.crop_size} is too small for --netD {opt.netD}"
+                        + (f" --n_layers_D {opt.n_layers_D}" if opt.netD == "n_layers" else "")
+                        + f": use at least {min_image_size(opt)}")
     if "crop" in opt.preprocess and opt.preprocess != "crop" and opt.crop_size > opt.load_size:
         raise UserError(f"--crop_size {opt.crop_size} is larger than --load_size {opt.load_size} with "
                         f"--preprocess {opt.preprocess}; make --load_size at least --crop_size")
@@ -257,14 +280,14 @@ def validate_train(opt: argparse.Namespace) -> None:
         if value < 0 or (value == 0 and flag not in ("n_epochs_decay", "pool_size")):
             raise UserError(f"--{flag} must be {'0 or more' if flag in ('n_epochs_decay', 'pool_size') else 'positive'}"
                             f", got {value}")
+    if opt.epoch_count < 1:
+        raise UserError(f"--epoch_count must be 1 or more (the number of the first epoch), got {opt.epoch_count}")
     if opt.n_epochs + opt.n_epochs_decay < 1:
         raise UserError("--n_epochs plus --n_epochs_decay must be at least 1")
     if opt.lr <= 0:
         raise UserError(f"--lr must be positive, got {opt.lr}")
     if opt.lambda_A < 0 or opt.lambda_B < 0 or opt.lambda_identity < 0:
         raise UserError("--lambda_A, --lambda_B and --lambda_identity must be 0 or more")
-    if opt.lambda_identity > 0 and opt.input_nc != opt.output_nc:
-        raise UserError("--lambda_identity needs --input_nc equal to --output_nc; set --lambda_identity 0")
 
 
 def validate_run_name(name: str) -> None:

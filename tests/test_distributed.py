@@ -254,9 +254,11 @@ def test_two_nodes_with_c10d_rendezvous_train_like_one_node_with_two_processes(t
                           saved_weights(tmp_path / "one_node" / "run")) == 0.0
 
 
-def test_ctrl_c_under_torchrun_saves_once_and_stops_every_rank(tmp_path):
-    """Ctrl-C in a terminal signals the whole process group (torchrun and every rank, and torchrun forwards it
-    once more): the ranks agree on one iteration, save once, and stop."""
+@pytest.mark.parametrize("signame, target", [("SIGINT", "group"), ("SIGTERM", "group"), ("SIGTERM", "torchrun")])
+def test_ctrl_c_under_torchrun_saves_once_and_stops_every_rank(tmp_path, signame, target):
+    """Ctrl-C in a terminal (and SLURM's scancel, with SIGTERM) signals the whole process group (torchrun and every
+    rank, and torchrun forwards it once more); docker stop signals torchrun alone, which forwards it: either way
+    the ranks agree on one iteration, save once, and stop."""
     import signal
 
     data = make_dataset(tmp_path / "data", n_a=4, n_b=3)
@@ -268,7 +270,11 @@ def test_ctrl_c_under_torchrun_saves_once_and_stops_every_rank(tmp_path):
     while not (run / "training_state.pt").exists() and time.time() < deadline:  # saved after epoch 1
         time.sleep(0.2)
     time.sleep(0.7)  # now in the middle of an iteration of epoch 2
-    os.killpg(job.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    signum = getattr(signal, signame)
+    if target == "group":
+        os.killpg(job.pid, signum)  # what Ctrl-C in a terminal does: the whole process group
+    else:
+        job.send_signal(signum)
     out, err = job.communicate(timeout=120)
     assert "stopped on request" in out, err[-3000:]
     state = checkpoint.load_training_state(run)
@@ -287,16 +293,16 @@ def test_torchrun_echo_of_ctrl_c_is_not_taken_for_a_second_press(tiny_dataset, t
     trainer.dist = Distributed(rank=0, world_size=2)  # as under torchrun
     clock = [100.0]
     monkeypatch.setattr(trainer_mod.time, "monotonic", lambda: clock[0])
-    trainer._on_sigint(2, None)
+    trainer._on_stop_signal(2, None)
     clock[0] += 0.05
     try:
-        trainer._on_sigint(2, None)  # torchrun's forwarded copy: ignored
+        trainer._on_stop_signal(2, None)  # torchrun's forwarded copy: ignored
     except KeyboardInterrupt:
         pytest.fail("torchrun's forwarded Ctrl-C aborted the run without saving")
     assert trainer._stop_requested
     clock[0] += trainer_mod.TORCHRUN_SIGNAL_ECHO_S
     with pytest.raises(KeyboardInterrupt):
-        trainer._on_sigint(2, None)
+        trainer._on_stop_signal(2, None)
     trainer.dist = Distributed()  # one process: a second press aborts at once
     with pytest.raises(KeyboardInterrupt):
-        trainer._on_sigint(2, None)
+        trainer._on_stop_signal(2, None)

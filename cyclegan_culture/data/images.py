@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cyclegan_culture.outputs import OUTPUT_MANIFEST, read_manifest
+
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
@@ -22,24 +24,40 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMG_EXTENSIONS)
 
 
-def list_images(folder: str | os.PathLike) -> tuple[list[Path], list[tuple[Path, str]]]:
+def list_images(folder: str | os.PathLike,
+                outputs: list[Path] | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Image files under ``folder`` (recursively, sorted), and the entries skipped with the reason.
 
-    Hidden files and folders are ignored; a link to a missing file is skipped.
+    Hidden files and folders are ignored; a link to a missing file is skipped. Files that cyclegan-culture wrote
+    as outputs (listed in an output manifest of their folder or a folder above it, up to ``folder``) are never
+    inputs: they are left out, and added to ``outputs`` when given.
     """
     found: list[Path] = []
     skipped: list[tuple[Path, str]] = []
+    manifests: dict[Path, set[str]] = {}
     for root, dirs, files in os.walk(folder, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        root_path = Path(root)
+        if OUTPUT_MANIFEST in files:
+            manifests[root_path] = read_manifest(root_path)
         for name in sorted(files):
             if name.startswith(".") or not is_image_file(name):
                 continue
-            path = Path(root) / name
+            path = root_path / name
+            if _listed_as_output(path, manifests):
+                if outputs is not None:
+                    outputs.append(path)
+                continue
             if not path.is_file():
                 skipped.append((path, "broken link or not a regular file"))
                 continue
             found.append(path)
     return found, skipped
+
+
+def _listed_as_output(path: Path, manifests: dict[Path, set[str]]) -> bool:
+    return any(path.relative_to(folder).as_posix() in listed
+               for folder, listed in manifests.items() if folder in path.parents)
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:

@@ -20,6 +20,7 @@ class Preprocess:
     load_size: int = 286
     crop_size: int = 256
     flip: bool = True
+    min_size: int = 8  # size-preserving modes enlarge smaller images to this (options.min_image_size)
 
     def __call__(self, img: Image.Image, rng: random.Random) -> Image.Image:
         mode = self.preprocess
@@ -27,8 +28,8 @@ class Preprocess:
             img = img.resize((self.load_size, self.load_size), Image.BICUBIC)
         elif mode in ("scale_width", "scale_width_and_crop"):
             img = scale_width(img, self.load_size, self.crop_size)
-        elif mode == "none":
-            img = make_multiple(img, 4)
+        if mode in SIZE_PRESERVING:  # sizes the networks can take: a multiple of 4, at least min_size
+            img = make_multiple(upscale_to_fit(img, self.min_size), 4)
         if "crop" in mode:
             img = random_crop(upscale_to_fit(img, self.crop_size), self.crop_size, rng)
         if self.flip and rng.random() < 0.5:

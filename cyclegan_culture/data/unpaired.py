@@ -7,6 +7,7 @@ the batches an uninterrupted run would, whatever the number of worker processes.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 from typing import Iterator
@@ -43,12 +44,19 @@ class UnpairedDataset(Dataset):
         if max_dataset_size:
             self.A_paths, self.B_paths = self.A_paths[:max_dataset_size], self.B_paths[:max_dataset_size]
         self.listing_skipped = skipped_A + skipped_B
+        self.A_root, self.B_root = Path(dataroot) / (phase + "A"), Path(dataroot) / (phase + "B")
         self.preprocess = preprocess
         self.seed = seed
         self.serial_batches = serial_batches
 
     def __len__(self) -> int:
         return max(len(self.A_paths), len(self.B_paths))
+
+    def fingerprint(self) -> str:
+        """A hash of the images' names relative to their folders: the same data, wherever it lies."""
+        names = [f"{side}:{p.relative_to(root).as_posix()}" for side, root, paths in
+                 (("A", self.A_root, self.A_paths), ("B", self.B_root, self.B_paths)) for p in paths]
+        return hashlib.sha256("\n".join(names).encode()).hexdigest()
 
     def __getitem__(self, item: tuple[int, int] | int) -> dict:
         epoch, index = item if isinstance(item, tuple) else (0, item)

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.pt"
 PREVIOUS_STATE_FILE = "training_state.prev.pt"
+# Every name a training state can have: the newest, one a crash left between write and rename, the previous.
+STATE_FILES = (STATE_FILE, STATE_FILE + ".new", PREVIOUS_STATE_FILE)
 STATE_FORMAT = 2  # {"format", "sha256", "payload": uint8 tensor holding the bytes of torch.save(state)}
 
 
@@ -35,12 +37,20 @@ def safe_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UserError(f"{path}: refused to load: it holds more than weights (possibly code) [{first[:120]}]; "
+        raise UserError(f"{path}: refused to load: it holds more than weights (possibly code) "
+                        f"[{_first_line(exc)[:120]}]; "
                         "only load checkpoints you trust as plain state dicts") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read checkpoint ({str(exc).splitlines()[0][:160]}); "
-                        "the file is damaged or not a PyTorch checkpoint") from None
+    except Exception as exc:  # any decoding failure of a damaged file, whatever torch raises for it
+        size = path.stat().st_size
+        reason = "empty file" if size == 0 else (_first_line(exc) or type(exc).__name__)
+        raise UserError(f"{path}: cannot read checkpoint ({reason}); the file is damaged or not a PyTorch "
+                        "checkpoint") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message ('' for an empty one), at most 160 characters."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:160] if lines else ""
 
 
 def network_path(run_dir: Path, epoch: str | int, net_name: str) -> Path:
@@ -115,14 +125,14 @@ def _read_state(path: Path) -> dict[str, Any]:
     try:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refusals and decoding errors alike
-        raise UserError(f"{path}: cannot read the training state ({str(exc).splitlines()[0][:160]})") from None
+        raise UserError(f"{path}: cannot read the training state ({_first_line(exc)})") from None
 
 
 def load_training_state(run_dir: Path) -> dict[str, Any]:
     """The newest readable training state; falls back to the previous one if the newest is damaged."""
     run_dir = Path(run_dir)
     # A complete '.new' file is left only by a crash between its write and its rename: it is the newest.
-    candidates = [run_dir / (STATE_FILE + ".new"), run_dir / STATE_FILE, run_dir / PREVIOUS_STATE_FILE]
+    candidates = [run_dir / STATE_FILES[1], run_dir / STATE_FILES[0], run_dir / STATE_FILES[2]]
     existing = [p for p in candidates if p.is_file()]
     if not existing:
         raise UserError(f"{run_dir}: no training state ({STATE_FILE}) to resume from; train without "

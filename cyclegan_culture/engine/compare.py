@@ -15,9 +15,11 @@ from cyclegan_culture.data.images import BadImage, list_images, load_rgb
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_save_image
 from cyclegan_culture.inference import Stylizer
+from cyclegan_culture.outputs import prepare_output_dir, refuse_holding_inputs, unique_names
 from cyclegan_culture.viz.html import Cell, Section, write_page
 
 ROWS_PER_PAGE = 50
+PHOTO_COLUMN = "input"  # the photos' folder under images/ and thumbs/, beside one folder per model
 THUMB_SIZE = 256
 
 
@@ -43,6 +45,9 @@ def load_models(run_dirs: list[str], epoch: str, **stylizer_args: object) -> lis
     models, seen = [], set()
     for raw in run_dirs:
         run_dir = Path(raw)
+        if run_dir.name == PHOTO_COLUMN:
+            raise UserError(f"--models {raw}: a run named {PHOTO_COLUMN!r} would share the photos' folder on the "
+                            "page; rename the run folder")
         if run_dir.name in seen:
             raise UserError(f"--models: two runs are named {run_dir.name!r}; give each run its own folder name")
         seen.add(run_dir.name)
@@ -60,18 +65,20 @@ def run_compare(photos: Path, models: list[CultureModel], out: Path, results_dir
     files, skipped = list_images(photos)
     if not files:
         raise UserError(f"--photos {photos}: no images found")
+    refuse_holding_inputs(out, [photos], "--out")
+    prepare_output_dir(out, "--out")
+    stems = unique_names([Path("__".join(path.relative_to(photos).with_suffix("").parts)) for path in files], files)
     rows: list[list[Cell]] = []
-    for path in tqdm(files, desc="compare", unit="photo", dynamic_ncols=True):
+    for path, stem in tqdm(list(zip(files, stems)), desc="compare", unit="photo", dynamic_ncols=True):
         try:
             image = load_rgb(path)
         except BadImage as exc:
             skipped.append((path, str(exc)))
             tqdm.write(f"warning: skipped {path}: {exc}")
             continue
-        stem = "__".join(path.relative_to(photos).with_suffix("").parts)
-        row = [_save_pair(image, out, "input", stem, path.name)]
+        row = [_save_pair(image, out, PHOTO_COLUMN, str(stem), path.name)]
         for model in models:
-            row.append(_save_pair(model.stylizer.stylize(image), out, model.name, stem, model.culture.title()))
+            row.append(_save_pair(model.stylizer.stylize(image), out, model.name, str(stem), model.culture.title()))
         rows.append(row)
     if not rows:
         raise UserError(f"--photos {photos}: none of the images could be read")

@@ -25,6 +25,7 @@ from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_save_image, atomic_write_text, inside
 from cyclegan_culture.inference import load_generators, translate
 from cyclegan_culture.models.acceleration import amp_dtype, inference_weights
+from cyclegan_culture.outputs import prepare_output_dir, refuse_inside, unique_names
 from cyclegan_culture.viz.html import Cell, Section, culture_block, options_table, write_page
 
 SHOWN_OPTIONS = ("name", "epoch", "netG", "ngf", "norm", "upsample", "direction", "dataroot", "phase",
@@ -39,7 +40,7 @@ class TestResult:
 
 
 def _output_stem(path: Path, folder: Path) -> str:
-    """A unique, flat file stem: sub/folder/x.jpg -> sub__folder__x."""
+    """A flat file stem: sub/folder/x.jpg -> sub__folder__x (made unique by ``unique_names``)."""
     rel = path.relative_to(folder).with_suffix("")
     return "__".join(rel.parts)
 
@@ -63,6 +64,8 @@ def run_test(opt: argparse.Namespace) -> TestResult:
     a_folder, b_folder = (opt.phase + "A", opt.phase + "B") if opt.direction == "AtoB" else \
         (opt.phase + "B", opt.phase + "A")
     out_dir = inside(Path(opt.results_dir), opt.name, f"{opt.phase}_{opt.epoch}")
+    refuse_inside(out_dir, Path(opt.dataroot), "--results_dir", "the dataroot")
+    prepare_output_dir(out_dir, "--results_dir")
     images_dir = out_dir / "images"
     sides = [("A", "B", a_folder, G_A, G_B), ("B", "A", b_folder, G_B, G_A)]
     sections: list[Section] = []
@@ -79,10 +82,12 @@ def run_test(opt: argparse.Namespace) -> TestResult:
             skipped.append((str(path), reason))
             tqdm.write(f"warning: skipped {path}: {reason}")
         files = files[: opt.num_test] if opt.num_test else files
+        stems = unique_names([Path(_output_stem(path, folder)) for path in files], files)
         section = Section(f"{_domain_name(culture, src)} -> {_domain_name(culture, dst)}",
                           columns=("input", "translation", "reconstruction"))
         count = 0
-        for path in tqdm(files, desc=f"{src} -> {dst}", unit="img", mininterval=1.0, dynamic_ncols=True):
+        for path, stem in tqdm(list(zip(files, stems)), desc=f"{src} -> {dst}", unit="img", mininterval=1.0,
+                               dynamic_ncols=True):
             try:
                 img = load_rgb(path)
             except BadImage as exc:
@@ -95,7 +100,6 @@ def run_test(opt: argparse.Namespace) -> TestResult:
             with torch.inference_mode():
                 fake = translate(forward, real, dtype)
                 rec = translate(backward, fake, dtype)
-            stem = _output_stem(path, folder)
             row = []
             for label, tensor, caption in ((f"real_{src}", real, path.name), (f"fake_{dst}", fake, f"fake_{dst}"),
                                            (f"rec_{src}", rec, f"rec_{src}")):

@@ -11,9 +11,11 @@ import argparse
 import json
 import logging
 import math
+import os
 import random
 import signal
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,13 +30,15 @@ from cyclegan_culture.data.cultures import CULTURE_FILE, load_culture
 from cyclegan_culture.data.images import tensor_to_pil
 from cyclegan_culture.data.transforms import SIZE_PRESERVING, Preprocess
 from cyclegan_culture.data.unpaired import EpochSampler, UnpairedDataset
-from cyclegan_culture.engine import checkpoint, distributed
+from cyclegan_culture.engine import checkpoint, distributed, resume
+from cyclegan_culture.engine.run_lock import LOCK_FILE, RunLock
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.eval.during_training import TrainingEvaluator
 from cyclegan_culture.eval.metrics import append_jsonl
 from cyclegan_culture.files import atomic_save_image, atomic_write_text, inside
 from cyclegan_culture.models import networks
 from cyclegan_culture.models.cycle_gan import LOSS_NAMES, VISUAL_NAMES, CycleGANModel
+from cyclegan_culture.outputs import refuse_inside
 from cyclegan_culture.viz.html import Cell, Section, culture_block, write_page
 from cyclegan_culture.viz.visdom_monitor import LossPoint, VisdomMonitor
 
@@ -48,9 +52,32 @@ class TrainResult:
     total_iters: int      # images seen
     interrupted: bool
     skipped_files: int
+    stop_signal: int | None = None  # the signal that stopped it (SIGINT, SIGTERM, SIGHUP), if one did
 
 
 TORCHRUN_SIGNAL_ECHO_S = 2.0
+# Signals that mean "stop": Ctrl-C; SLURM, docker stop and Kubernetes; a closed terminal.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """In data-loading workers: a signal sent to the whole process group (SLURM, a closed terminal) must not kill
+    them under the main process, which stops them itself after saving."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _detach_from_closed_terminal() -> None:
+    """After SIGHUP the terminal is gone and writing to it fails (EIO), which would crash the save; send what
+    went to it to /dev/null instead, as nohup does."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        try:
+            if os.isatty(fd):
+                os.dup2(devnull, fd)
+        except OSError:
+            pass
+    os.close(devnull)
 
 
 def seed_everything(seed: int) -> None:
@@ -95,32 +122,60 @@ class Trainer:
 
     def __init__(self, opt: argparse.Namespace, parser: argparse.ArgumentParser,
                  hooks: list[Callable[["Trainer"], None]] | None = None):
-        options_mod.validate_train(opt)
+        options_mod.validate_run_name(opt.name)
         self.opt = opt
-        self.dist, self.device = distributed.setup(opt.gpu_ids)
         self.run_dir = inside(Path(opt.checkpoints_dir), opt.name)
+        self.dist, self.device = distributed.setup(opt.gpu_ids)
+        self.lock = RunLock(self.run_dir)
+        if self.dist.is_main:  # one live writer per run folder, before anything in it is read or moved
+            self.lock.acquire()
+            if self.lock.stale_owner:
+                tqdm.write(f"note: took over {self.lock.path} left by process {self.lock.stale_owner.get('pid')} "
+                           f"on {self.lock.stale_owner.get('host')}, which is no longer running")
+        weakref.finalize(self, self.lock.release)
+        try:
+            self._setup(opt, parser, hooks)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _setup(self, opt: argparse.Namespace, parser: argparse.ArgumentParser,
+               hooks: list[Callable[["Trainer"], None]] | None) -> None:
         self.hooks = hooks or []
         self._stop_requested = False
         self._stop_requested_at = 0.0
+        self._stop_signal: int | None = None
         self.skipped: dict[str, str] = {}
 
-        state = None
+        state, changed = None, []
+        if opt.continue_train and opt.start_over:
+            raise UserError("--continue_train and --start_over contradict each other: choose one")
         if opt.continue_train:
-            options_mod.apply_run_options(opt, options_mod.load_run_options(self.run_dir))
-            options_mod.validate_model(opt)
-            state = checkpoint.load_training_state(self.run_dir)
-        elif (self.run_dir / checkpoint.STATE_FILE).exists():
-            raise UserError(f"{self.run_dir} already holds a run; resume it with --continue_train, or choose "
-                            "another --name (nothing was overwritten)")
+            state = self._load_state_to_resume()
+            changed = resume.resolve(opt, state.get("options") or options_mod.load_run_options(self.run_dir) or {})
+            if changed:
+                tqdm.write("Resuming with changed flags: " + ", ".join(f"--{k}" for k in changed))
+        elif self.dist.is_main:
+            self._check_fresh_start()
+        if not opt.dataroot:
+            raise UserError("--dataroot is required: the folder holding trainA and trainB")
+        options_mod.validate_train(opt)
+        for flag, folder in (("--checkpoints_dir", self.run_dir),):
+            refuse_inside(folder, Path(opt.dataroot), flag, "the dataroot")
 
         self.dataset = UnpairedDataset(
-            opt.dataroot, opt.phase, Preprocess(opt.preprocess, opt.load_size, opt.crop_size, not opt.no_flip),
+            opt.dataroot, opt.phase, Preprocess(opt.preprocess, opt.load_size, opt.crop_size, not opt.no_flip,
+                                                options_mod.min_image_size(opt)),
             seed=opt.seed, serial_batches=opt.serial_batches, max_dataset_size=opt.max_dataset_size)
         if opt.batch_size > 1 and opt.preprocess in SIZE_PRESERVING:
             raise UserError(f"--preprocess {opt.preprocess} gives images of different sizes, which cannot be "
                             "batched; use --batch_size 1 or a cropping --preprocess")
         for path, reason in self.dataset.listing_skipped:
             self._note_skip(str(path), reason)
+        if "dataroot" in changed and (state or {}).get("data_fingerprint") != self.dataset.fingerprint():
+            raise UserError(f"--dataroot {opt.dataroot}: holds other images than the run's dataroot "
+                            f"({(state or {}).get('options', {}).get('dataroot')}); resume with the run's data, or "
+                            "fine-tune into a new --name with --finetune_from")
 
         seed_everything(opt.seed)  # the same initial weights on every rank
         self.model = CycleGANModel(opt, self.device, is_train=True)
@@ -140,6 +195,8 @@ class Trainer:
             self.epoch, self.batches_done, self.total_iters = (state["epoch"], state["batches_done"],
                                                                state["total_iters"])
             self._restore_process_state(state)
+            if resume.schedule_changed(changed):
+                self.model.follow_schedule(float(state.get("options", {}).get("lr", opt.lr)))
         elif opt.finetune_from:
             self._load_finetune_weights(Path(opt.finetune_from), opt.finetune_epoch)
         if opt.freeze:
@@ -159,6 +216,7 @@ class Trainer:
         workers = opt.num_threads
         self.loader = DataLoader(self.dataset, batch_size=opt.batch_size, sampler=self.sampler,
                                  num_workers=workers, persistent_workers=workers > 0,
+                                 worker_init_fn=_ignore_stop_signals,
                                  pin_memory=self.device.type == "cuda",
                                  # its own generator: creating an iterator must not consume the global torch
                                  # RNG, or a resumed run would drift from an uninterrupted one
@@ -166,20 +224,53 @@ class Trainer:
         self.batches_per_epoch = math.ceil(self.sampler.per_process / opt.batch_size)
         self.last_epoch = opt.n_epochs + opt.n_epochs_decay + opt.epoch_count - 1
 
-        self.culture = load_culture(opt.dataroot)
+        self.culture = load_culture(self.run_dir) if state is not None and (self.run_dir / CULTURE_FILE).is_file() \
+            else load_culture(opt.dataroot)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             for stale in self.run_dir.glob(".*.tmp"):  # half-written files of a process killed while saving
                 stale.unlink(missing_ok=True)
             options_mod.save_options(opt, parser, self.run_dir)
-            atomic_write_text(self.run_dir / CULTURE_FILE,
-                              json.dumps(self.culture.to_dict(), indent=2, ensure_ascii=False))
+            if state is None or not (self.run_dir / CULTURE_FILE).is_file():  # a resumed run keeps its card
+                atomic_write_text(self.run_dir / CULTURE_FILE,
+                                  json.dumps(self.culture.to_dict(), indent=2, ensure_ascii=False))
         self.evaluator = (TrainingEvaluator(self.dataset.A_paths, self.dataset.B_paths)
                           if opt.eval_freq and self.dist.is_main else None)
         self.early_stop = (state or {}).get("early_stop") or {"best": None, "best_epoch": None, "bad_evals": 0}
         self.early_stopped = False
         self.web_dir = self.run_dir / "web"
         self.visual_epochs: list[int] = sorted(self._existing_visual_epochs(), reverse=True)
+
+    def _load_state_to_resume(self) -> dict:
+        if not any((self.run_dir / name).is_file() for name in checkpoint.STATE_FILES) and \
+                any(self.run_dir.glob("*_net_*.pth")):
+            raise UserError(f"{self.run_dir}: holds weights but no training state (trained by the reference, or "
+                            "stopped before its first save), so it cannot resume exactly; build on the weights in a "
+                            f"new run with --name NEW --finetune_from {self.run_dir}")
+        return checkpoint.load_training_state(self.run_dir)
+
+    def _check_fresh_start(self) -> None:
+        """A fresh run never replaces another's files: refused, or with --start_over moved aside first."""
+        states = [name for name in checkpoint.STATE_FILES if (self.run_dir / name).is_file()]
+        weights = sorted(p.name for p in self.run_dir.glob("*_net_*.pth"))
+        if not states and not weights:
+            return
+        if self.opt.start_over:
+            aside = self.run_dir / time.strftime("superseded-%Y%m%d-%H%M%S")
+            aside.mkdir()
+            for entry in self.run_dir.iterdir():
+                if entry.name != LOCK_FILE and not entry.name.startswith("superseded-"):
+                    os.replace(entry, aside / entry.name)
+            tqdm.write(f"--start_over: the earlier run's files are now in {aside}")
+            return
+        if states:
+            raise UserError(f"{self.run_dir}: already holds a run ({states[0]}); resume it with --continue_train, "
+                            "start it again with --start_over (its files are kept in a subfolder), or choose "
+                            "another --name (nothing was changed)")
+        raise UserError(f"{self.run_dir}: already holds weights ({', '.join(weights[:2])}"
+                        f"{', ...' if len(weights) > 2 else ''}) but no training state; to build on them train "
+                        f"under another --name with --finetune_from {self.run_dir}, or pass --start_over to move "
+                        "them into a subfolder and train afresh (nothing was changed)")
 
     def _load_finetune_weights(self, run: Path, epoch: str) -> None:
         """Start from another run's weights (same architecture); its optimizer state is not taken."""
@@ -224,28 +315,49 @@ class Trainer:
         """Finish the current iteration, save the full state, and return from run()."""
         self._stop_requested = True
 
-    def _on_sigint(self, signum: int, frame: object) -> None:
+    def _on_stop_signal(self, signum: int, frame: object) -> None:
+        """Ctrl-C, SIGTERM (docker stop, Kubernetes, SLURM) and SIGHUP (a closed terminal): finish the iteration,
+        save, exit. A second one, later, aborts without saving."""
         now = time.monotonic()
+        if signum == getattr(signal, "SIGHUP", None):
+            _detach_from_closed_terminal()
         if self._stop_requested:
-            # Under torchrun a Ctrl-C arrives twice: from the terminal, and forwarded by torchrun's agent
-            # moments later. Only a second press, later, means "abort without saving".
+            # Under torchrun a signal may arrive twice: from the terminal (or kill), and forwarded by torchrun's
+            # agent moments later. Only a second one, later, means "abort without saving".
             if self.dist.enabled and now - self._stop_requested_at < TORCHRUN_SIGNAL_ECHO_S:
                 return
             raise KeyboardInterrupt
-        tqdm.write("Stopping after this iteration and saving the training state (Ctrl-C again to abort)...")
+        name = signal.Signals(signum).name if signum != signal.SIGINT else "Ctrl-C"
+        tqdm.write(f"{name}: stopping after this iteration and saving the training state (again to abort)...")
         self._stop_requested_at = now
+        self._stop_signal = signum
         self.request_stop()
 
     # --- the loop ---------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        opt = self.opt
-        previous_handler = None
+        previous_handlers = {}
         try:
-            previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
-        except ValueError:  # not in the main thread: no Ctrl-C handling
+            for signum in STOP_SIGNALS:
+                previous_handlers[signum] = signal.signal(signum, self._on_stop_signal)
+        except ValueError:  # not in the main thread: no signal handling
             pass
-        self.run_log = RunLog(self.run_dir) if self.dist.is_main else None
+        try:
+            return self._run()
+        finally:
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+            self.lock.release()
+
+    def _run(self) -> TrainResult:
+        opt = self.opt
         remaining = self._remaining_batches()
+        if remaining <= 0:
+            tqdm.write(f"{opt.name} is finished: it trained epochs {opt.epoch_count}..{self.epoch - 1} "
+                       f"({self.total_iters} images seen). To train longer, resume with a larger --n_epochs or "
+                       "--n_epochs_decay")
+            distributed.shutdown()
+            return TrainResult(self.run_dir, self.epoch, self.total_iters, False, len(self.skipped))
+        self.run_log = RunLog(self.run_dir) if self.dist.is_main else None
         tqdm.write(f"Training {opt.name}: {len(self.dataset.A_paths)} A and {len(self.dataset.B_paths)} B images, "
                    f"epochs {self.epoch}..{self.last_epoch}, {remaining} iterations to go on {self.device}; "
                    f"checkpoints in {self.run_dir}")
@@ -263,8 +375,6 @@ class Trainer:
         finally:
             if self.monitor:
                 self.monitor.close()
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
             distributed.shutdown()
 
     def _start_monitor(self) -> VisdomMonitor:
@@ -364,6 +474,9 @@ class Trainer:
         self.epoch += 1
         self.batches_done = 0
         self._save_state()
+        if self.dist.any(self._stop_requested):  # a signal during the end-of-epoch saves: they are complete
+            tqdm.write(f"stopped on request: {self.run_dir}")
+            return True
         return self.early_stopped
 
     def _evaluate(self) -> None:
@@ -430,7 +543,7 @@ class Trainer:
             "epoch": self.epoch, "batches_done": self.batches_done, "total_iters": self.total_iters,
             "model": self.model.state_dict(), "rng": rng, "world_size": self.dist.world_size,
             "other_ranks": per_rank[1:], "early_stop": dict(self.early_stop),
-            "options": options_mod.options_dict(self.opt),
+            "options": options_mod.options_dict(self.opt), "data_fingerprint": self.dataset.fingerprint(),
         })
 
     def _finish(self, interrupted: bool) -> TrainResult:
@@ -440,7 +553,8 @@ class Trainer:
         else:
             tqdm.write(f"Training done: {self.total_iters} images seen; weights in {self.run_dir}"
                        + (f"; {len(self.skipped)} files skipped" if self.skipped else ""))
-        return TrainResult(self.run_dir, self.epoch, self.total_iters, interrupted, len(self.skipped))
+        return TrainResult(self.run_dir, self.epoch, self.total_iters, interrupted, len(self.skipped),
+                           self._stop_signal if interrupted else None)
 
     # --- training visuals (web/index.html) --------------------------------------------------------------------
     def _existing_visual_epochs(self) -> set[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import random
 from argparse import Namespace
 from typing import Any, Iterator
@@ -298,6 +299,30 @@ class CycleGANModel:
                 scheduler.step(metric if metric is not None else 0.0)
             else:
                 scheduler.step()
+
+    def follow_schedule(self, saved_lr: float) -> None:
+        """After ``load_state_dict``: make the learning rate follow this model's schedule options (lr, n_epochs,
+        n_epochs_decay, lr_decay_iters) from the current epoch on, instead of the saved schedule's."""
+        for optimizer, scheduler in zip(self.optimizers, self.schedulers):
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                # no closed form: keep the reductions made so far, relative to the new starting rate
+                rates = [group["lr"] * self.opt.lr / saved_lr for group in optimizer.param_groups]
+            else:
+                scheduler.base_lrs = [self.opt.lr] * len(optimizer.param_groups)
+                if isinstance(scheduler, torch.optim.lr_scheduler.StepLR):
+                    scheduler.step_size = self.opt.lr_decay_iters
+                    factor = scheduler.gamma ** (scheduler.last_epoch // scheduler.step_size)
+                elif isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+                    scheduler.T_max = self.opt.n_epochs
+                    factor = (1 + math.cos(math.pi * scheduler.last_epoch / scheduler.T_max)) / 2
+                else:  # linear: its rule reads the options
+                    factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
+                rates = [base * factor for base in scheduler.base_lrs]
+            for group, rate in zip(optimizer.param_groups, rates):
+                group["lr"] = rate
+                if "initial_lr" in group:
+                    group["initial_lr"] = self.opt.lr
+            scheduler._last_lr = rates
 
     def train(self) -> None:
         for net in self.nets.values():
