@@ -16,6 +16,7 @@ The resolved options are what ``opt.json`` then records: always what is in force
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from cyclegan_culture.errors import UserError
@@ -42,10 +43,9 @@ def resolve(opt: argparse.Namespace, saved: dict[str, Any]) -> list[str]:
     """Fill ``opt`` with the run's values for the flags not given, refuse changes that cannot take effect, and
     return the names of the flags that change (for a note)."""
     explicit = opt._explicit
-    for flag in ("finetune_from",):
-        if flag in explicit:
-            raise UserError(f"--{flag} cannot be used with --continue_train: a resumed run's weights come from its "
-                            "own training state; fine-tune into a new --name instead")
+    if "finetune_from" in explicit:
+        raise UserError("--finetune_from cannot be used with --continue_train: a resumed run's weights come from its "
+                        "own training state; fine-tune into a new --name instead")
     changed = []
     for key, value in saved.items():
         if key in NOT_INHERITED or not hasattr(opt, key):
@@ -57,9 +57,9 @@ def resolve(opt: argparse.Namespace, saved: dict[str, Any]) -> list[str]:
         if _same(new, value):
             continue
         if key in FIXED:
-            raise UserError(f"--{key} {_show(new)}: the run was trained with --{key} {_show(value)} and it cannot "
-                            f"change on resume ({FIXED[key]}); resume with --{key} {_show(value)}, or fine-tune "
-                            "into a new --name with --finetune_from")
+            was = f"with --{key} {_show(value)}" if value is not None else f"without --{key}"
+            raise UserError(f"--{key} {_show(new)}: the run was trained {was} and it cannot change on resume "
+                            f"({FIXED[key]}); resume {was}, or fine-tune into a new --name with --finetune_from")
         changed.append(key)
     if "dataroot" not in explicit or not opt.dataroot:
         opt.dataroot = saved.get("dataroot", opt.dataroot)
@@ -84,12 +84,12 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _same_path(a: str | None, b: str | None) -> bool:
-    from pathlib import Path
-
     return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
 
 
 def _show(value: Any) -> str:
+    if value is None:
+        return "(none)"
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, (list, tuple)):

@@ -153,8 +153,6 @@ class Trainer:
         if opt.continue_train:
             state = self._load_state_to_resume()
             changed = resume.resolve(opt, state.get("options") or options_mod.load_run_options(self.run_dir) or {})
-            if changed:
-                tqdm.write("Resuming with changed flags: " + ", ".join(f"--{k}" for k in changed))
         elif self.dist.is_main:
             self._check_fresh_start()
         if not opt.dataroot:
@@ -176,6 +174,8 @@ class Trainer:
             raise UserError(f"--dataroot {opt.dataroot}: holds other images than the run's dataroot "
                             f"({(state or {}).get('options', {}).get('dataroot')}); resume with the run's data, or "
                             "fine-tune into a new --name with --finetune_from")
+        if changed:
+            tqdm.write("Resuming with changed flags (docs/reliability.md): " + ", ".join(f"--{k}" for k in changed))
 
         seed_everything(opt.seed)  # the same initial weights on every rank
         self.model = CycleGANModel(opt, self.device, is_train=True)
