@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import random
 import signal
 import time
@@ -30,8 +29,8 @@ from cyclegan_culture.data.cultures import CULTURE_FILE, load_culture
 from cyclegan_culture.data.images import tensor_to_pil
 from cyclegan_culture.data.transforms import SIZE_PRESERVING, Preprocess
 from cyclegan_culture.data.unpaired import EpochSampler, UnpairedDataset
-from cyclegan_culture.engine import checkpoint, distributed, resume
-from cyclegan_culture.engine.run_lock import LOCK_FILE, RunLock
+from cyclegan_culture.engine import checkpoint, distributed, resume, run_folder, stop_signals
+from cyclegan_culture.engine.run_lock import RunLock
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.eval.during_training import TrainingEvaluator
 from cyclegan_culture.eval.metrics import append_jsonl
@@ -56,30 +55,6 @@ class TrainResult:
 
 
 TORCHRUN_SIGNAL_ECHO_S = 2.0
-# Signals that mean "stop": Ctrl-C; SLURM, docker stop and Kubernetes; a closed terminal.
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """In data-loading workers: a signal sent to the whole process group (SLURM, a closed terminal) must not kill
-    them under the main process, which stops them itself after saving."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
-
-
-def _detach_from_closed_terminal() -> None:
-    """After SIGHUP the terminal is gone and writing to it fails (EIO), which would crash the save; send what
-    went to it to /dev/null instead, as nohup does."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    for fd in (1, 2):
-        try:
-            if os.isatty(fd):
-                os.dup2(devnull, fd)
-        except OSError:
-            pass
-    os.close(devnull)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -151,10 +126,10 @@ class Trainer:
         if opt.continue_train and opt.start_over:
             raise UserError("--continue_train and --start_over contradict each other: choose one")
         if opt.continue_train:
-            state = self._load_state_to_resume()
+            state = run_folder.load_state_to_resume(self.run_dir)
             changed = resume.resolve(opt, state.get("options") or options_mod.load_run_options(self.run_dir) or {})
         elif self.dist.is_main:
-            self._check_fresh_start()
+            run_folder.check_fresh_start(self.run_dir, opt.start_over)
         if not opt.dataroot:
             raise UserError("--dataroot is required: the folder holding trainA and trainB")
         options_mod.validate_train(opt)
@@ -216,7 +191,7 @@ class Trainer:
         workers = opt.num_threads
         self.loader = DataLoader(self.dataset, batch_size=opt.batch_size, sampler=self.sampler,
                                  num_workers=workers, persistent_workers=workers > 0,
-                                 worker_init_fn=_ignore_stop_signals,
+                                 worker_init_fn=stop_signals.ignore_stop_signals,
                                  pin_memory=self.device.type == "cuda",
                                  # its own generator: creating an iterator must not consume the global torch
                                  # RNG, or a resumed run would drift from an uninterrupted one
@@ -240,37 +215,6 @@ class Trainer:
         self.early_stopped = False
         self.web_dir = self.run_dir / "web"
         self.visual_epochs: list[int] = sorted(self._existing_visual_epochs(), reverse=True)
-
-    def _load_state_to_resume(self) -> dict:
-        if not any((self.run_dir / name).is_file() for name in checkpoint.STATE_FILES) and \
-                any(self.run_dir.glob("*_net_*.pth")):
-            raise UserError(f"{self.run_dir}: holds weights but no training state (trained by the reference, or "
-                            "stopped before its first save), so it cannot resume exactly; build on the weights in a "
-                            f"new run with --name NEW --finetune_from {self.run_dir}")
-        return checkpoint.load_training_state(self.run_dir)
-
-    def _check_fresh_start(self) -> None:
-        """A fresh run never replaces another's files: refused, or with --start_over moved aside first."""
-        states = [name for name in checkpoint.STATE_FILES if (self.run_dir / name).is_file()]
-        weights = sorted(p.name for p in self.run_dir.glob("*_net_*.pth"))
-        if not states and not weights:
-            return
-        if self.opt.start_over:
-            aside = self.run_dir / time.strftime("superseded-%Y%m%d-%H%M%S")
-            aside.mkdir()
-            for entry in self.run_dir.iterdir():
-                if entry.name != LOCK_FILE and not entry.name.startswith("superseded-"):
-                    os.replace(entry, aside / entry.name)
-            tqdm.write(f"--start_over: the earlier run's files are now in {aside}")
-            return
-        if states:
-            raise UserError(f"{self.run_dir}: already holds a run ({states[0]}); resume it with --continue_train, "
-                            "start it again with --start_over (its files are kept in a subfolder), or choose "
-                            "another --name (nothing was changed)")
-        raise UserError(f"{self.run_dir}: already holds weights ({', '.join(weights[:2])}"
-                        f"{', ...' if len(weights) > 2 else ''}) but no training state; to build on them train "
-                        f"under another --name with --finetune_from {self.run_dir}, or pass --start_over to move "
-                        "them into a subfolder and train afresh (nothing was changed)")
 
     def _load_finetune_weights(self, run: Path, epoch: str) -> None:
         """Start from another run's weights (same architecture); its optimizer state is not taken."""
@@ -320,7 +264,7 @@ class Trainer:
         save, exit. A second one, later, aborts without saving."""
         now = time.monotonic()
         if signum == getattr(signal, "SIGHUP", None):
-            _detach_from_closed_terminal()
+            stop_signals.detach_from_closed_terminal()
         if self._stop_requested:
             # Under torchrun a signal may arrive twice: from the terminal (or kill), and forwarded by torchrun's
             # agent moments later. Only a second one, later, means "abort without saving".
@@ -337,7 +281,7 @@ class Trainer:
     def run(self) -> TrainResult:
         previous_handlers = {}
         try:
-            for signum in STOP_SIGNALS:
+            for signum in stop_signals.STOP_SIGNALS:
                 previous_handlers[signum] = signal.signal(signum, self._on_stop_signal)
         except ValueError:  # not in the main thread: no signal handling
             pass
