@@ -59,7 +59,7 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") ->
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     recorder = None
     try:
-        os.fchmod(fd, _new_file_mode(path))
+        os.chmod(tmp, _new_file_mode(path))
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             recorder = _RecordingWriter(f) if "b" in mode else None
             write(recorder if recorder is not None else f)

@@ -132,7 +132,7 @@ def load_training_state(run_dir: Path) -> dict[str, Any]:
     """The newest readable training state; falls back to the previous one if the newest is damaged."""
     run_dir = Path(run_dir)
     # A complete '.new' file is left only by a crash between its write and its rename: it is the newest.
-    candidates = [run_dir / STATE_FILES[1], run_dir / STATE_FILES[0], run_dir / STATE_FILES[2]]
+    candidates = [run_dir / (STATE_FILE + ".new"), run_dir / STATE_FILE, run_dir / PREVIOUS_STATE_FILE]
     existing = [p for p in candidates if p.is_file()]
     if not existing:
         raise UserError(f"{run_dir}: no training state ({STATE_FILE}) to resume from; train without "

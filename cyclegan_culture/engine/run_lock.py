@@ -68,10 +68,6 @@ class RunLock:
         os.close(self._fd)  # closing drops the flock
         self._fd = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
 
 def _read_owner(fd: int) -> dict:
     try:
@@ -88,16 +84,19 @@ def _try_lock(fd: int, owner: dict) -> bool:
             return True
         except OSError:
             return False
-    # No flock: the owner counts as alive while its pid runs on this host (a stale pid may have been reused).
+    # No flock (Windows): the owner counts as alive while its pid runs on this host; one on another host, or
+    # this very process, always does.
     pid = owner.get("pid")
-    if not pid or owner.get("host") != socket.gethostname() or pid == os.getpid():
-        return not pid
+    if not pid:
+        return True
+    if owner.get("host") != socket.gethostname() or pid == os.getpid():
+        return False
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
     except OSError:
-        return False
+        pass
     return False
 
 

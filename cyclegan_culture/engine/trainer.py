@@ -55,6 +55,8 @@ class TrainResult:
 
 
 TORCHRUN_SIGNAL_ECHO_S = 2.0
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -133,8 +135,7 @@ class Trainer:
         if not opt.dataroot:
             raise UserError("--dataroot is required: the folder holding trainA and trainB")
         options_mod.validate_train(opt)
-        for flag, folder in (("--checkpoints_dir", self.run_dir),):
-            refuse_inside(folder, Path(opt.dataroot), flag, "the dataroot")
+        refuse_inside(self.run_dir, Path(opt.dataroot), "--checkpoints_dir", "the dataroot")
 
         self.dataset = UnpairedDataset(
             opt.dataroot, opt.phase, Preprocess(opt.preprocess, opt.load_size, opt.crop_size, not opt.no_flip,
@@ -145,9 +146,10 @@ class Trainer:
                             "batched; use --batch_size 1 or a cropping --preprocess")
         for path, reason in self.dataset.listing_skipped:
             self._note_skip(str(path), reason)
-        if "dataroot" in changed and (state or {}).get("data_fingerprint") != self.dataset.fingerprint():
+        self.data_fingerprint = self.dataset.fingerprint()  # kept in the state: a moved dataroot is recognised
+        if "dataroot" in changed and state.get("data_fingerprint") != self.data_fingerprint:
             raise UserError(f"--dataroot {opt.dataroot}: holds other images than the run's dataroot "
-                            f"({(state or {}).get('options', {}).get('dataroot')}); resume with the run's data, or "
+                            f"({state.get('options', {}).get('dataroot')}); resume with the run's data, or "
                             "fine-tune into a new --name with --finetune_from")
         if changed:
             tqdm.write("Resuming with changed flags (docs/reliability.md): " + ", ".join(f"--{k}" for k in changed))
@@ -487,7 +489,7 @@ class Trainer:
             "epoch": self.epoch, "batches_done": self.batches_done, "total_iters": self.total_iters,
             "model": self.model.state_dict(), "rng": rng, "world_size": self.dist.world_size,
             "other_ranks": per_rank[1:], "early_stop": dict(self.early_stop),
-            "options": options_mod.options_dict(self.opt), "data_fingerprint": self.dataset.fingerprint(),
+            "options": options_mod.options_dict(self.opt), "data_fingerprint": self.data_fingerprint,
         })
 
     def _finish(self, interrupted: bool) -> TrainResult:
