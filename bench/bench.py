@@ -32,9 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cyclegan_culture import options  # noqa: E402
+from cyclegan_culture.accel import ExecutionPlan, inference_weights  # noqa: E402
 from cyclegan_culture.engine.distributed import select_device  # noqa: E402
-from cyclegan_culture.models.acceleration import inference_weights, use_conv_algorithm  # noqa: E402
 from cyclegan_culture.models.cycle_gan import CycleGANModel  # noqa: E402
+from cyclegan_culture.options import execution_plan  # noqa: E402
+
+
+def PLAIN(device: torch.device) -> ExecutionPlan:
+    """The reference's networks as built: no fast layers, fp32, NCHW."""
+    return ExecutionPlan(device, fast_layers=False)
 
 
 def peak_rss_mb() -> float:
@@ -94,7 +100,7 @@ class ReferenceStep:
         import itertools
         self.m = model
         for net in model.nets.values():
-            use_conv_algorithm(net.to(memory_format=torch.contiguous_format), "direct")
+            net.to(memory_format=torch.contiguous_format)
         model.memory_format = torch.contiguous_format
         opt = model.opt
         self.optimizer_G = torch.optim.Adam(itertools.chain(model.G_A.parameters(), model.G_B.parameters()),
@@ -157,7 +163,8 @@ def bench_train(args: argparse.Namespace) -> dict:
     opt = model_opt(args)
     device = bench_device(args)
     torch.manual_seed(0)
-    model = CycleGANModel(opt, device)
+    plan = PLAIN(device) if args.reference_step else execution_plan(opt, device, training=True)
+    model = CycleGANModel(opt, device, plan)
     step = ReferenceStep(model) if args.reference_step else model.optimize_parameters
     batch = {"A": torch.rand(args.batch_size, 3, args.crop, args.crop) * 2 - 1,
              "B": torch.rand(args.batch_size, 3, args.crop, args.crop) * 2 - 1, "A_paths": [], "B_paths": []}
@@ -194,9 +201,9 @@ def bench_compare(args: argparse.Namespace) -> dict:
     opt = model_opt(args)
     device = bench_device(args)
     torch.manual_seed(0)
-    ours = CycleGANModel(opt, device)
+    ours = CycleGANModel(opt, device, execution_plan(opt, device, training=True))
     ref_opt = model_opt(argparse.Namespace(**{**vars(args), "amp": False, "compile": False, "channels_last": "off"}))
-    reference = CycleGANModel(ref_opt, device)
+    reference = CycleGANModel(ref_opt, device, PLAIN(device))
     ref_step = ReferenceStep(reference)
     batch = {"A": torch.rand(args.batch_size, 3, args.crop, args.crop) * 2 - 1,
              "B": torch.rand(args.batch_size, 3, args.crop, args.crop) * 2 - 1, "A_paths": [], "B_paths": []}
@@ -215,7 +222,7 @@ def bench_compare(args: argparse.Namespace) -> dict:
 def bench_infer(args: argparse.Namespace) -> dict:
     opt = model_opt(args)
     device = bench_device(args)
-    model = CycleGANModel(opt, device, is_train=False)
+    model = CycleGANModel(opt, device, execution_plan(opt, device, training=False), is_train=False)
     # as test.py loads it: fixed weights (Winograd keeps its transformed filters), bf16-stored under --amp on CPU
     G = inference_weights(model.G_A.requires_grad_(False), model.amp_dtype)
     if args.compile:
@@ -250,8 +257,8 @@ def bench_testpy(args: argparse.Namespace) -> dict:
         run = tmp / "ckpt" / "bench"
         run.mkdir(parents=True)
         opt = model_opt(args)
-        model = CycleGANModel(opt, torch.device("cpu"), is_train=False)
-        from cyclegan_culture.engine.checkpoint import save_networks
+        model = CycleGANModel(opt, torch.device("cpu"), PLAIN(torch.device("cpu")), is_train=False)
+        from cyclegan_culture.runs.checkpoint import save_networks
         save_networks(model.nets, run, "latest")
         if args.reference_step:
             images = tmp / "results"

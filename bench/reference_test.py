@@ -17,7 +17,7 @@ import torchvision.transforms as T
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cyclegan_culture.models.acceleration import use_conv_algorithm  # noqa: E402
+from cyclegan_culture.accel.swap import swap_layers as use_conv_algorithm  # noqa: E402
 from cyclegan_culture.models.networks import define_G  # noqa: E402
 
 

@@ -2,10 +2,10 @@
 process. Prints one JSON line per comparison (medians in ms):
 
 - ``last_conv``: the generator's last convolution (ngf -> 3, 7x7) as PyTorch's convolution against one
-  stride-2 convolution per 2x2 output block (models/phase_conv.py); inference and training (forward and all
+  stride-2 convolution per 2x2 output block (accel/phase_conv.py); inference and training (forward and all
   gradients), bf16 under autocast and fp32.
 - ``pad_backward``: the gradient of a bf16 reflection padding, PyTorch's reflection_pad2d_backward against
-  networks.reflect_pad_backward.
+  layers.reflect_pad_backward.
 - ``optimizer``: one Adam step over the default CycleGAN's parameters, foreach against fused kernels.
 - ``png``: writing a 256x256 image as PNG at Pillow's default zlib level and at ours (files.PNG_COMPRESS_LEVEL).
 
@@ -29,8 +29,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from cyclegan_culture.files import PNG_COMPRESS_LEVEL  # noqa: E402
+from cyclegan_culture.accel import layers  # noqa: E402
 from cyclegan_culture.models import networks  # noqa: E402
-from cyclegan_culture.models.phase_conv import phase_conv2d  # noqa: E402
+from cyclegan_culture.accel.phase_conv import phase_conv2d  # noqa: E402
 
 
 def alternate(variants: dict[str, Callable[[], object]], iters: int, warmup: int = 3) -> dict[str, float]:
@@ -68,7 +69,7 @@ def pad_backward(shape: tuple[int, ...], padding: int, iters: int) -> dict:
     x = torch.randn(*shape).bfloat16()
     grad = torch.randn(*shape[:2], shape[2] + 2 * padding, shape[3] + 2 * padding).bfloat16()
     ms = alternate({"pytorch": lambda: torch.ops.aten.reflection_pad2d_backward(grad, x, (padding,) * 4),
-                    "ours": lambda: networks.reflect_pad_backward(grad, padding)}, iters)
+                    "ours": lambda: layers.reflect_pad_backward(grad, padding)}, iters)
     return {"part": "pad_backward", "shape": list(grad.shape), **ms, "speedup": round(ms["pytorch"] / ms["ours"], 2)}
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cyclegan_culture.models.winograd import winograd_conv3x3_reflect, winograd_filters  # noqa: E402
+from cyclegan_culture.accel.winograd import winograd_conv3x3_reflect, winograd_filters  # noqa: E402
 
 
 def direct(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, filters: torch.Tensor | None = None) -> torch.Tensor:

@@ -144,6 +144,7 @@ def _analyze(argv: list[str]) -> int:
     from pathlib import Path
 
     from cyclegan_culture.eval.analysis import analyze
+    from cyclegan_culture.viz.report import write_report
     from cyclegan_culture.options import ArgumentParser
     from cyclegan_culture.outputs import prepare_output_dir, refuse_inside
 
@@ -164,7 +165,8 @@ def _analyze(argv: list[str]) -> int:
         refuse_inside(Path(args.out), Path(dataset), "--out", "the dataset")
     prepare_output_dir(Path(args.out), "--out", create=False)
     summary = analyze([Path(d) for d in args.datasets], [Path(m) for m in args.models], Path(args.out),
-                      args.max_images, args.epoch, Path(args.inception_weights) if args.inception_weights else None)
+                      args.max_images, args.epoch, Path(args.inception_weights) if args.inception_weights else None,
+                      write_report)
     print(f"Classifier accuracy {summary['classifier']['accuracy']:.3f} over {len(summary['groups'])} groups; "
           f"report: {Path(args.out) / 'index.html'}")
     return 0

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cyclegan_culture.accel import swap_layers
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import inside
-from cyclegan_culture.models.acceleration import use_conv_algorithm
 
 TOLERANCE = 1e-4
 
@@ -30,7 +30,7 @@ def export_generator(net: nn.Module, fmt: str, out: Path, check_size: tuple[int,
     """Export ``net`` (in eval mode, fp32, CPU) and check it on a random image of ``check_size``, which differs
     from the tracing size so that dynamic height and width are exercised."""
     # Exported graphs hold standard convolutions; the runtime picks its own algorithms.
-    net = use_conv_algorithm(net.float().cpu().eval().to(memory_format=torch.contiguous_format), "direct")
+    net = swap_layers(net.float().cpu().eval().to(memory_format=torch.contiguous_format), "direct")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(1, 3, 256, 256) * 2 - 1

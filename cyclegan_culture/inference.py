@@ -19,12 +19,11 @@ from PIL import Image
 from torch import nn
 
 from cyclegan_culture import options as options_mod
+from cyclegan_culture.accel import amp_dtype, inference_weights
 from cyclegan_culture.data.images import pil_to_tensor, tensor_to_pil
-from cyclegan_culture.engine import checkpoint
+from cyclegan_culture.runs import checkpoint
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.models import networks
-from cyclegan_culture.models.acceleration import (amp_dtype, conv_algorithm, inference_weights, memory_format,
-                                                  use_conv_algorithm)
 
 SIZE_MULTIPLE = 4  # two stride-2 downsamplings: sizes divisible by 4 come back unchanged
 MIN_SIZE = 8  # the residual blocks' reflection padding needs at least 2x2 at the bottleneck
@@ -45,9 +44,7 @@ def load_generator(opt: argparse.Namespace, path: Path, device: torch.device, in
     except ValueError as exc:
         raise UserError(f"{path}: does not fit --netG {opt.netG} --ngf {opt.ngf} --norm {opt.norm} "
                         f"({str(exc)[:200]}); pass the flags the model was trained with") from None
-    layout = memory_format(getattr(opt, "channels_last", "off"), device, opt.norm)
-    use_conv_algorithm(net, conv_algorithm(getattr(opt, "conv_algorithm", "auto"), device))
-    return net.to(device, memory_format=layout).eval().requires_grad_(False)
+    return options_mod.execution_plan(opt, device, training=False).apply(net).eval().requires_grad_(False)
 
 
 def network_file(run_dir: Path, epoch: str, name: str) -> Path:

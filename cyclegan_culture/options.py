@@ -12,9 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cyclegan_culture.errors import UserError
+import torch
 
-CONV_ALGORITHMS = ("auto", "direct", "winograd")  # --conv_algorithm; models/acceleration.py resolves them
+from cyclegan_culture.accel import CONV_ALGORITHMS, ExecutionPlan, make_plan
+from cyclegan_culture.errors import UserError
+from cyclegan_culture.files import atomic_write_text
+
 
 NETG_CHOICES = ("resnet_9blocks", "resnet_6blocks")
 NETD_CHOICES = ("basic", "n_layers", "pixel")
@@ -204,8 +207,6 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
 
 def parse_gpu_ids(text: str | None) -> list[int]:
     """'0,1' -> [0, 1]; '-1' -> [] (CPU); None -> the first GPU if one exists, else CPU."""
-    import torch
-
     if text is None:
         return [0] if torch.cuda.is_available() else []
     try:
@@ -311,10 +312,14 @@ def format_options(opt: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     return "\n".join(lines) + "\n"
 
 
+def execution_plan(opt: argparse.Namespace, device: torch.device, training: bool) -> ExecutionPlan:
+    """The one place where the speed flags become an execution plan (cyclegan_culture.accel)."""
+    return make_plan(device, getattr(opt, "amp", False), getattr(opt, "channels_last", "off"),
+                     getattr(opt, "conv_algorithm", "auto"), getattr(opt, "compile", False), opt.norm, training)
+
+
 def save_options(opt: argparse.Namespace, parser: argparse.ArgumentParser, run_dir: Path,
                  prefix: str = "") -> None:
-    from cyclegan_culture.files import atomic_write_text
-
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / f"{prefix}opt.txt", format_options(opt, parser))
     atomic_write_text(run_dir / f"{prefix}opt.json", json.dumps(options_dict(opt), indent=2, ensure_ascii=False))

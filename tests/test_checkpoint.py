@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from cyclegan_culture.engine import checkpoint
+from cyclegan_culture.runs import checkpoint
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_save, atomic_save_image, atomic_write_text, inside
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from cyclegan_culture import options
-from cyclegan_culture.engine import checkpoint
+from cyclegan_culture.runs import checkpoint
 from cyclegan_culture.engine.trainer import Trainer
 from tests.conftest import ROOT, TINY
 

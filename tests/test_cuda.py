@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cyclegan_culture.engine import checkpoint
+from cyclegan_culture.runs import checkpoint
 from tests.test_speed_flags import batch, tiny_model
 from tests.test_train_resume import make_trainer
 

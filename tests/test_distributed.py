@@ -21,7 +21,7 @@ import torch
 
 from cyclegan_culture import options
 from cyclegan_culture.data.unpaired import EpochSampler
-from cyclegan_culture.engine import checkpoint
+from cyclegan_culture.runs import checkpoint
 from cyclegan_culture.engine.trainer import Trainer
 from tests.conftest import ROOT, TINY, make_dataset
 

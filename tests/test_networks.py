@@ -3,6 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cyclegan_culture.accel import layers
+from cyclegan_culture.accel.swap import swap_layers
 from cyclegan_culture.models import networks
 from tests.conftest import shared_path
 
@@ -100,12 +102,12 @@ def test_generator_parts_split_encoder_blocks_decoder():
 def test_reflect_pad_keeps_bf16_maps_in_bf16_under_cpu_autocast():
     image = torch.randn(1, 2, 9, 7).bfloat16()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        padded = networks.reflect_pad(image, 3)
-        full = networks.reflect_pad(image.float(), 1)
+        padded = layers.reflect_pad(image, 3)
+        full = layers.reflect_pad(image.float(), 1)
     assert padded.dtype == torch.bfloat16  # autocast alone would give fp32 here
     assert torch.equal(padded.float(), torch.nn.functional.pad(image.float(), (3,) * 4, mode="reflect"))
     assert full.dtype == torch.float32  # fp32 maps keep autocast's way
-    assert networks.reflect_pad(image, 1).dtype == torch.bfloat16  # outside autocast: plain F.pad
+    assert layers.reflect_pad(image, 1).dtype == torch.bfloat16  # outside autocast: plain F.pad
 
 
 # paddings of 1 (residual blocks) and 3 (the generator's ends), square and not, down to the smallest reflectable
@@ -116,10 +118,10 @@ def test_reflect_pad_backward_equals_autograd_of_reflection_padding(padding, siz
     padded = torch.nn.functional.pad(x, (padding,) * 4, mode="reflect")
     grad = torch.randn(padded.shape, dtype=torch.float64, generator=g)
     expected, = torch.autograd.grad(padded, x, grad)
-    torch.testing.assert_close(networks.reflect_pad_backward(grad, padding), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layers.reflect_pad_backward(grad, padding), expected, rtol=1e-12, atol=1e-12)
     image = x.detach().bfloat16().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the path that uses it
-        ours = networks.reflect_pad(image, padding)
+        ours = layers.reflect_pad(image, padding)
     got, = torch.autograd.grad(ours, image, grad.bfloat16())
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.double(), expected, rtol=0, atol=0.02 * expected.abs().max().item())
@@ -127,11 +129,11 @@ def test_reflect_pad_backward_equals_autograd_of_reflection_padding(padding, siz
 
 def test_generator_under_autocast_is_unchanged_by_bf16_padding(monkeypatch):
     torch.manual_seed(0)
-    net = networks.define_G(3, 3, 4, "resnet_6blocks")
+    net = swap_layers(networks.define_G(3, 3, 4, "resnet_6blocks"))
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     results = []
     for bf16_padding in (False, True):  # autocast's fp32 padding everywhere, then bf16 padding everywhere
-        monkeypatch.setattr(networks, "_cpu_autocast_enabled", lambda enabled=bf16_padding: enabled)
+        monkeypatch.setattr(layers, "_cpu_autocast_enabled", lambda enabled=bf16_padding: enabled)
         net.zero_grad(set_to_none=True)
         image = x.clone().requires_grad_()
         with torch.autocast("cpu", dtype=torch.bfloat16):

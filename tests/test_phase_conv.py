@@ -7,10 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cyclegan_culture.models import phase_conv
-from cyclegan_culture.models.acceleration import use_conv_algorithm
-from cyclegan_culture.models.networks import OutputConv, define_G
-from cyclegan_culture.models.phase_conv import phase_conv2d
+from cyclegan_culture.accel import phase_conv
+from cyclegan_culture.accel.swap import swap_layers
+from cyclegan_culture.accel.layers import OutputConv
+from cyclegan_culture.models.networks import define_G
+from cyclegan_culture.accel.phase_conv import phase_conv2d
 
 
 # the generator's 7x7, other kernels (an even one too), a single output channel, non-square inputs
@@ -61,13 +62,13 @@ def test_generator_uses_phases_for_even_sizes_and_matches_the_plain_convolution(
     with torch.no_grad():
         net(x)
         assert not seen  # as built: PyTorch's convolution, until --conv_algorithm's setting is applied
-    use_conv_algorithm(net, "auto")
+    swap_layers(net, "auto")
     with torch.no_grad():
         phased = net(x)
         assert len(seen) == 1
-        direct = use_conv_algorithm(net, "direct")(x)
+        direct = swap_layers(net, "direct")(x)
         assert len(seen) == 1  # --conv_algorithm direct: PyTorch's convolution
-        use_conv_algorithm(net, "auto")
+        swap_layers(net, "auto")
         net.model[-2](torch.rand(1, 8, 27, 34))  # odd height: PyTorch's convolution
         assert len(seen) == 1
     torch.testing.assert_close(phased, direct, rtol=0, atol=1e-5)
@@ -94,7 +95,7 @@ def test_phase_kernels_are_kept_for_fixed_weights_only_and_follow_changes():
 
 
 def test_last_convolution_keeps_a_plain_convolutions_state_dict():
-    net = define_G(3, 3, 8, "resnet_6blocks")
+    net = swap_layers(define_G(3, 3, 8, "resnet_6blocks"))
     last = net.model[-2]
     assert isinstance(last, OutputConv)
     assert set(last.state_dict()) == {"weight", "bias"} and last.weight.shape == (3, 8, 7, 7)

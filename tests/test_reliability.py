@@ -18,7 +18,7 @@ from PIL import Image
 
 from cyclegan_culture import files, options
 from cyclegan_culture.cli import main
-from cyclegan_culture.engine import checkpoint
+from cyclegan_culture.runs import checkpoint
 from cyclegan_culture.engine.trainer import Trainer
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.models.networks import define_G
@@ -188,7 +188,7 @@ def test_written_files_follow_the_umask(tmp_path, umask, expected):
 LOCK_HOLDER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from cyclegan_culture.engine.run_lock import RunLock
+from cyclegan_culture.runs.lock import RunLock
 RunLock({run!r}).acquire()
 print("locked", flush=True)
 time.sleep(60)
@@ -253,7 +253,7 @@ SIGNAL_DRIVER = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
 from cyclegan_culture.cli import main
-from cyclegan_culture.engine import checkpoint
+from cyclegan_culture.runs import checkpoint
 where, argv = sys.argv[1], sys.argv[2:]
 if where == "epoch_end_save":  # the signal lands while the end-of-epoch weights are being written
     original = checkpoint.save_networks

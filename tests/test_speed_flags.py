@@ -10,7 +10,8 @@ import torch
 from cyclegan_culture import options
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.inference import translate, translate_tiled, with_shared_stats
-from cyclegan_culture.models import acceleration
+from cyclegan_culture.accel import plan as acceleration
+from cyclegan_culture.accel.swap import swap_layers
 from cyclegan_culture.models.cycle_gan import CycleGANModel, make_optimizer
 from cyclegan_culture.models.networks import define_G
 
@@ -20,7 +21,7 @@ def tiny_model(*flags: str, seed: int = 0, device: str = "cpu") -> CycleGANModel
                         ["--dataroot", "x", "--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks",
                          "--gpu_ids", "0" if device == "cuda" else "-1", "--channels_last", "off", *flags])
     torch.manual_seed(seed)
-    return CycleGANModel(opt, torch.device(device))
+    return CycleGANModel(opt, torch.device(device), options.execution_plan(opt, torch.device(device), training=True))
 
 
 def batch(n: int = 1, size: int = 32) -> dict:
@@ -107,7 +108,7 @@ def test_translate_with_amp_returns_fp32_of_the_input_size():
 
 def inference_generator() -> torch.nn.Module:
     torch.manual_seed(0)
-    return acceleration.use_conv_algorithm(define_G(3, 3, 8, "resnet_6blocks"), "auto").eval().requires_grad_(False)
+    return swap_layers(define_G(3, 3, 8, "resnet_6blocks"), "auto").eval().requires_grad_(False)
 
 
 def test_bf16_weights_for_inference_give_the_same_outputs_as_autocast_casting_them():
@@ -144,7 +145,7 @@ def test_bf16_inference_in_channels_last_is_as_close_to_fp32_as_nchw(n):
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_instance_norm_of_channels_last_maps_goes_through_batch_norm_with_right_gradients(n):
-    norm = define_G(3, 3, 4, "resnet_6blocks").model[2]
+    norm = swap_layers(define_G(3, 3, 4, "resnet_6blocks")).model[2]
     gen = torch.Generator().manual_seed(n)
     x = (torch.randn(n, 4, 9, 7, generator=gen, dtype=torch.float64) * 3 + 1)
     grad = torch.randn(n, 4, 9, 7, generator=gen, dtype=torch.float64)

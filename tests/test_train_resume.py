@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from cyclegan_culture import options
-from cyclegan_culture.engine import checkpoint
+from cyclegan_culture.runs import checkpoint
+from cyclegan_culture.engine.callbacks import EvaluationCallback
 from cyclegan_culture.engine.trainer import Trainer
+from cyclegan_culture.eval.during_training import TrainingEvaluator
 from cyclegan_culture.errors import UserError
 from tests.conftest import TINY
 
@@ -186,14 +188,15 @@ def test_eval_freq_logs_metrics_keeps_best_weights_and_stops_early(tiny_dataset,
     t = make_trainer(tiny_dataset, tmp_path, "--n_epochs", "6", "--n_epochs_decay", "0", "--eval_freq", "1",
                      "--early_stop_patience", "2", "--early_stop_metric", "cycle_psnr")
     values = []
-    original = t.evaluator.__call__
+    evaluation = next(c for c in t.callbacks if isinstance(c, EvaluationCallback))
+    original = TrainingEvaluator(t.dataset.A_paths, t.dataset.B_paths)
 
     class Scripted:  # a metric that peaks at epoch 2, so patience 2 stops after epoch 4
         def __call__(self, G_A, G_B, device):
             real = original(G_A, G_B, device)
             values.append(real)
             return {**real, "cycle_psnr": [1.0, 3.0, 2.0, 2.5, 9.0, 9.0][len(values) - 1]}
-    t.evaluator = Scripted()
+    evaluation.evaluator = Scripted()
     result = t.run()
     assert not result.interrupted and len(values) == 4 and result.epoch == 5
     for real in values:

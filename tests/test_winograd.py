@@ -9,10 +9,12 @@ import torch.nn.functional as F
 
 from cyclegan_culture import options
 from cyclegan_culture.errors import UserError
-from cyclegan_culture.models.acceleration import conv_algorithm, use_conv_algorithm
+from cyclegan_culture.accel.plan import conv_algorithm
+from cyclegan_culture.accel.swap import swap_layers
 from cyclegan_culture.models.cycle_gan import CycleGANModel
-from cyclegan_culture.models.networks import ResidualConv, define_G
-from cyclegan_culture.models.winograd import winograd_conv3x3_reflect, winograd_filters
+from cyclegan_culture.accel.layers import ResidualConv
+from cyclegan_culture.models.networks import define_G
+from cyclegan_culture.accel.winograd import winograd_conv3x3_reflect, winograd_filters
 
 
 def direct(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -80,13 +82,13 @@ def test_rejects_other_kernel_sizes():
 
 def counting_winograd(monkeypatch) -> list[int]:
     calls: list[int] = []
-    from cyclegan_culture.models import networks
+    from cyclegan_culture.accel import layers
 
     def spy(*args, **kwargs):
         calls.append(1)
         return winograd_conv3x3_reflect(*args, **kwargs)
 
-    monkeypatch.setattr(networks, "winograd_conv3x3_reflect", spy)
+    monkeypatch.setattr(layers, "winograd_conv3x3_reflect", spy)
     return calls
 
 
@@ -96,9 +98,9 @@ def test_generator_output_matches_direct_and_auto_picks_by_feature_map_size(monk
     net = define_G(3, 3, 8, "resnet_6blocks").eval()
     x = torch.rand(1, 3, 64, 64) * 2 - 1  # 16x16 feature maps in the residual blocks
     with torch.inference_mode():
-        expected = use_conv_algorithm(net, "direct")(x)
+        expected = swap_layers(net, "direct")(x)
         assert not calls
-        use_conv_algorithm(net, "auto")(x)
+        swap_layers(net, "auto")(x)
         assert not calls  # 32 channels and 16x16 maps: below where Winograd pays
         monkeypatch.setattr(ResidualConv, "WINOGRAD_MIN_PIXELS", 16 * 16)
         net(x)
@@ -108,7 +110,7 @@ def test_generator_output_matches_direct_and_auto_picks_by_feature_map_size(monk
         assert len(calls) == 12  # two convolutions in each of six blocks
         net(torch.rand(1, 3, 60, 60))
         assert len(calls) == 12  # 15x15 maps: too small again
-        forced = use_conv_algorithm(net, "winograd")(torch.rand(1, 3, 16, 16))  # 4x4 maps: forced is forced
+        forced = swap_layers(net, "winograd")(torch.rand(1, 3, 16, 16))  # 4x4 maps: forced is forced
         assert len(calls) == 24 and forced.shape == (1, 3, 16, 16)
     torch.testing.assert_close(auto, expected, rtol=0, atol=1e-5)
 
@@ -128,7 +130,7 @@ def test_auto_uses_winograd_from_smaller_maps_in_channels_last(monkeypatch):
 
 def test_autocast_and_bfloat16_keep_direct_convolution(monkeypatch):
     calls = counting_winograd(monkeypatch)
-    net = use_conv_algorithm(define_G(3, 3, 4, "resnet_6blocks"), "winograd").eval()
+    net = swap_layers(define_G(3, 3, 4, "resnet_6blocks"), "winograd").eval()
     x = torch.rand(1, 3, 16, 16)
     with torch.inference_mode():
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -139,7 +141,7 @@ def test_autocast_and_bfloat16_keep_direct_convolution(monkeypatch):
 
 def test_inference_filters_follow_weight_changes():
     torch.manual_seed(0)
-    net = use_conv_algorithm(define_G(3, 3, 4, "resnet_6blocks"), "winograd").eval().requires_grad_(False)
+    net = swap_layers(define_G(3, 3, 4, "resnet_6blocks"), "winograd").eval().requires_grad_(False)
     x = torch.rand(1, 3, 16, 16)
     with torch.inference_mode():
         before = net(x)
@@ -149,7 +151,7 @@ def test_inference_filters_follow_weight_changes():
         conv.weight.mul_(3)  # in place, as load_state_dict does
     with torch.inference_mode():
         after = net(x)
-        expected = use_conv_algorithm(net, "direct")(x)
+        expected = swap_layers(net, "direct")(x)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, expected, rtol=0, atol=1e-5)
 
@@ -161,7 +163,7 @@ def tiny_model(algorithm: str, layout: str = "off") -> CycleGANModel:
                         ["--dataroot", "x", "--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks", "--gpu_ids", "-1",
                          "--optimizer", "sgd", "--conv_algorithm", algorithm, "--channels_last", layout])
     torch.manual_seed(0)
-    return CycleGANModel(opt, torch.device("cpu"))
+    return CycleGANModel(opt, torch.device("cpu"), options.execution_plan(opt, torch.device("cpu"), training=True))
 
 
 @pytest.mark.parametrize("layout", ["off", "on"])

@@ -1,4 +1,4 @@
-"""bf16 inference convolutions by Winograd's F(2x2, 3x3) in channels_last (models/winograd_f2.py)."""
+"""bf16 inference convolutions by Winograd's F(2x2, 3x3) in channels_last (accel/winograd_f2.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cyclegan_culture.accel import plan as acceleration, winograd_f2
+from cyclegan_culture.accel.layers import ResidualConv
+from cyclegan_culture.accel.swap import swap_layers
 from cyclegan_culture.inference import Stylizer, translate
-from cyclegan_culture.models import acceleration, winograd_f2
-from cyclegan_culture.models.networks import ResidualConv, define_G
+from cyclegan_culture.models.networks import define_G
 
 
 def nhwc(x: torch.Tensor) -> torch.Tensor:
@@ -69,9 +71,9 @@ def test_default_generator_uses_it_for_bf16_inference_as_the_algorithm_says(monk
                                                                              expected_calls):
     torch.manual_seed(0)
     fp32 = define_G(3, 3, 64, "resnet_6blocks").eval().requires_grad_(False)  # 256-channel blocks
-    net = acceleration.use_conv_algorithm(acceleration.inference_weights(copy.deepcopy(fp32), torch.bfloat16),
+    net = swap_layers(acceleration.inference_weights(copy.deepcopy(fp32), torch.bfloat16),
                                           algorithm)
-    reference = acceleration.use_conv_algorithm(
+    reference = swap_layers(
         acceleration.inference_weights(copy.deepcopy(fp32), torch.bfloat16), "direct")
     x = torch.rand(1, 3, 24, 32) * 2 - 1
     seen = calls(monkeypatch)
@@ -105,7 +107,7 @@ def test_stylizer_with_amp_translates_tiled_and_whole_images_in_nhwc(monkeypatch
     torch.manual_seed(0)
     net = define_G(3, 3, 64, "resnet_6blocks").eval().requires_grad_(False)
     fp32 = Stylizer(copy.deepcopy(net), tile=48, overlap=8)
-    bf16 = Stylizer(acceleration.use_conv_algorithm(net, "auto"), amp=True, tile=48, overlap=8)
+    bf16 = Stylizer(swap_layers(net, "auto"), amp=True, tile=48, overlap=8)
     assert bf16.generator.model[1].weight.dtype == torch.bfloat16
     x = torch.rand(1, 3, 64, 80) * 2 - 1  # even maps at the bottleneck, whole and in tiles
     seen = calls(monkeypatch)

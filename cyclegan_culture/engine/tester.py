@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from cyclegan_culture import options as options_mod
+from cyclegan_culture.accel import amp_dtype, inference_weights
 from cyclegan_culture.data.cultures import CULTURE_FILE, Culture, load_culture
 from cyclegan_culture.data.images import BadImage, load_rgb, pil_to_tensor, tensor_to_pil
 from cyclegan_culture.data.transforms import Preprocess
@@ -24,7 +25,6 @@ from cyclegan_culture.engine.distributed import select_device
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_save_image, atomic_write_text, inside
 from cyclegan_culture.inference import load_generators, translate
-from cyclegan_culture.models.acceleration import amp_dtype, inference_weights
 from cyclegan_culture.outputs import prepare_output_dir, refuse_inside, unique_names
 from cyclegan_culture.viz.html import Cell, Section, culture_block, options_table, write_page
 

@@ -1,4 +1,5 @@
-"""The training loop: epochs, schedules, logging, training visuals, checkpoints, and resuming.
+"""The training loop: data, steps, schedules and the training state; logging, visuals, evaluation and checkpoint
+timing are callbacks (engine/callbacks.py).
 
 Resuming is exact: the training state holds networks, optimizers, schedulers, replay buffers, counters and RNG
 states, and the data order is a pure function of (seed, epoch, position). A CPU run stopped after any saved
@@ -26,20 +27,17 @@ from tqdm import tqdm
 
 from cyclegan_culture import options as options_mod
 from cyclegan_culture.data.cultures import CULTURE_FILE, load_culture
-from cyclegan_culture.data.images import tensor_to_pil
 from cyclegan_culture.data.transforms import SIZE_PRESERVING, Preprocess
 from cyclegan_culture.data.unpaired import EpochSampler, UnpairedDataset
-from cyclegan_culture.engine import checkpoint, distributed, resume, run_folder, stop_signals
-from cyclegan_culture.engine.run_lock import RunLock
+from cyclegan_culture.engine import distributed, resume, stop_signals
+from cyclegan_culture.engine.callbacks import Callback, HookCallback, LogPoint, crossed, default_callbacks
+from cyclegan_culture.runs import checkpoint, guard
+from cyclegan_culture.runs.lock import RunLock
 from cyclegan_culture.errors import UserError
-from cyclegan_culture.eval.during_training import TrainingEvaluator
-from cyclegan_culture.eval.metrics import append_jsonl
-from cyclegan_culture.files import atomic_save_image, atomic_write_text, inside
+from cyclegan_culture.files import atomic_write_text, inside
 from cyclegan_culture.models import networks
-from cyclegan_culture.models.cycle_gan import LOSS_NAMES, VISUAL_NAMES, CycleGANModel
+from cyclegan_culture.models.cycle_gan import LOSS_NAMES, CycleGANModel
 from cyclegan_culture.outputs import refuse_inside
-from cyclegan_culture.viz.html import Cell, Section, culture_block, write_page
-from cyclegan_culture.viz.visdom_monitor import LossPoint, VisdomMonitor
 
 log = logging.getLogger(__name__)
 
@@ -63,42 +61,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _crossed(before: int, after: int, freq: int) -> bool:
-    """True when a counter moving from ``before`` to ``after`` passes a multiple of ``freq``."""
-    return after // freq > before // freq
-
-
-class RunLog:
-    """loss_log.txt in the reference's line format, and log.jsonl with one JSON object per logged step."""
-
-    def __init__(self, run_dir: Path):
-        self.loss_log = run_dir / "loss_log.txt"
-        self.jsonl = run_dir / "log.jsonl"
-        with open(self.loss_log, "a", encoding="utf-8") as f:
-            f.write(f"================ Training Loss ({time.strftime('%c')}) ================\n")
-
-    def write(self, epoch: int, epoch_iter: int, epoch_frac: float, total_iters: int, losses: dict[str, float],
-              lrs: dict[str, float], t_comp: float, t_data: float) -> None:
-        line = f"(epoch: {epoch}, iters: {epoch_iter}, time: {t_comp:.3f}, data: {t_data:.3f}) "
-        line += "".join(f"{k}: {v:.3f} " for k, v in losses.items())
-        record = {"epoch": epoch, "iters": epoch_iter, "epoch_frac": round(epoch_frac, 6),
-                  "total_iters": total_iters, **losses, **lrs, "sec_per_iter": round(t_comp, 6),
-                  "data_sec": round(t_data, 6), "time": time.time()}
-        with open(self.loss_log, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-        with open(self.jsonl, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-
 class Trainer:
-    """Set up a run from options, then ``run()`` it. ``hooks`` are called after every iteration.
+    """Set up a run from options, then ``run()`` it. ``callbacks`` (default: ``default_callbacks(opt)``) log,
+    show and evaluate around the loop; ``hooks`` are plain functions called with the trainer after every
+    iteration.
 
     Started by torchrun, each process joins the job's process group and trains data-parallel on its shard of the
     data (engine/distributed.py); rank 0 alone writes files and talks to Visdom.
     """
 
     def __init__(self, opt: argparse.Namespace, parser: argparse.ArgumentParser,
-                 hooks: list[Callable[["Trainer"], None]] | None = None):
+                 hooks: list[Callable[["Trainer"], None]] | None = None, callbacks: list[Callback] | None = None):
         options_mod.validate_run_name(opt.name)
         self.opt = opt
         self.run_dir = inside(Path(opt.checkpoints_dir), opt.name)
@@ -111,14 +84,16 @@ class Trainer:
                            f"on {self.lock.stale_owner.get('host')}, which is no longer running")
         weakref.finalize(self, self.lock.release)
         try:
-            self._setup(opt, parser, hooks)
+            self._setup(opt, parser, hooks, callbacks)
         except BaseException:
             self.lock.release()
             raise
 
     def _setup(self, opt: argparse.Namespace, parser: argparse.ArgumentParser,
-               hooks: list[Callable[["Trainer"], None]] | None) -> None:
-        self.hooks = hooks or []
+               hooks: list[Callable[["Trainer"], None]] | None, callbacks: list[Callback] | None) -> None:
+        self.hooks = hooks if hooks is not None else []
+        chosen = (callbacks if callbacks is not None else default_callbacks(opt)) + [HookCallback(self.hooks)]
+        self.callbacks = [c for c in chosen if c.all_ranks or self.dist.is_main]
         self._stop_requested = False
         self._stop_requested_at = 0.0
         self._stop_signal: int | None = None
@@ -128,10 +103,10 @@ class Trainer:
         if opt.continue_train and opt.start_over:
             raise UserError("--continue_train and --start_over contradict each other: choose one")
         if opt.continue_train:
-            state = run_folder.load_state_to_resume(self.run_dir)
+            state = guard.load_state_to_resume(self.run_dir)
             changed = resume.resolve(opt, state.get("options") or options_mod.load_run_options(self.run_dir) or {})
         elif self.dist.is_main:
-            run_folder.check_fresh_start(self.run_dir, opt.start_over)
+            guard.check_fresh_start(self.run_dir, opt.start_over)
         if not opt.dataroot:
             raise UserError("--dataroot is required: the folder holding trainA and trainB")
         options_mod.validate_train(opt)
@@ -155,7 +130,7 @@ class Trainer:
             tqdm.write("Resuming with changed flags (docs/reliability.md): " + ", ".join(f"--{k}" for k in changed))
 
         seed_everything(opt.seed)  # the same initial weights on every rank
-        self.model = CycleGANModel(opt, self.device, is_train=True)
+        self.model = CycleGANModel(opt, self.device, options_mod.execution_plan(opt, self.device, training=True))
         rank, world = self.dist.rank, self.dist.world_size
         if rank > 0:  # each rank its own dropout noise and replay-buffer choices
             seed_everything(opt.seed + 7919 * rank)
@@ -211,12 +186,8 @@ class Trainer:
             if state is None or not (self.run_dir / CULTURE_FILE).is_file():  # a resumed run keeps its card
                 atomic_write_text(self.run_dir / CULTURE_FILE,
                                   json.dumps(self.culture.to_dict(), indent=2, ensure_ascii=False))
-        self.evaluator = (TrainingEvaluator(self.dataset.A_paths, self.dataset.B_paths)
-                          if opt.eval_freq and self.dist.is_main else None)
         self.early_stop = (state or {}).get("early_stop") or {"best": None, "best_epoch": None, "bad_evals": 0}
         self.early_stopped = False
-        self.web_dir = self.run_dir / "web"
-        self.visual_epochs: list[int] = sorted(self._existing_visual_epochs(), reverse=True)
 
     def _load_finetune_weights(self, run: Path, epoch: str) -> None:
         """Start from another run's weights (same architecture); its optimizer state is not taken."""
@@ -303,7 +274,6 @@ class Trainer:
                        "--n_epochs_decay")
             distributed.shutdown()
             return TrainResult(self.run_dir, self.epoch, self.total_iters, False, len(self.skipped))
-        self.run_log = RunLog(self.run_dir) if self.dist.is_main else None
         tqdm.write(f"Training {opt.name}: {len(self.dataset.A_paths)} A and {len(self.dataset.B_paths)} B images, "
                    f"epochs {self.epoch}..{self.last_epoch}, {remaining} iterations to go on {self.device}; "
                    f"checkpoints in {self.run_dir}")
@@ -312,34 +282,17 @@ class Trainer:
                        f"{opt.batch_size} per process, effective batch {opt.batch_size * self.dist.world_size}, "
                        f"{self.batches_per_epoch} steps per epoch (docs/distributed.md on the learning rate)")
         self._seconds_per_batch: list[float] = []
-        self.monitor = self._start_monitor() if opt.display_id > 0 and self.dist.is_main else None
+        for callback in self.callbacks:
+            callback.on_train_start(self)
         try:
             while self.epoch <= self.last_epoch:
                 if self._run_epoch():  # stopped on request, or early
                     return self._finish(interrupted=not self.early_stopped)
             return self._finish(interrupted=False)
         finally:
-            if self.monitor:
-                self.monitor.close()
+            for callback in self.callbacks:
+                callback.on_train_end(self)
             distributed.shutdown()
-
-    def _start_monitor(self) -> VisdomMonitor:
-        """The Visdom monitor, seeded with the curves logged before the resumed position (if resuming)."""
-        history = []
-        log_file = self.run_dir / "log.jsonl"
-        if self.total_iters and log_file.is_file():
-            for line in log_file.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if "epoch_frac" in rec and rec.get("total_iters", 0) <= self.total_iters:
-                    history.append(LossPoint(rec["epoch_frac"], {k: rec[k] for k in LOSS_NAMES if k in rec},
-                                             {k: rec[k] for k in ("lr_G", "lr_D") if k in rec},
-                                             rec.get("sec_per_iter", 0.0)))
-        opt = self.opt
-        return VisdomMonitor(opt.display_server, opt.display_port, opt.display_env or opt.name,
-                             title=self.culture.title(), ncols=opt.display_ncols, history=history)
 
     def _remaining_batches(self) -> int:
         return (self.last_epoch - self.epoch + 1) * self.batches_per_epoch - self.batches_done
@@ -374,29 +327,21 @@ class Trainer:
                 loss_G_sum += float(model.loss_G.detach())
                 loss_G_count += 1
                 epoch_iter = self.batches_done * opt.batch_size * self.dist.world_size
-                if _crossed(before, self.total_iters, opt.print_freq):
+                if crossed(before, self.total_iters, opt.print_freq):
                     losses = dict(zip(losses, self.dist.mean(list(losses.values()))))  # over all ranks
-                    epoch_frac = self.epoch + min(epoch_iter, len(self.dataset)) / len(self.dataset)
-                    if self.run_log:
-                        self.run_log.write(self.epoch, epoch_iter, epoch_frac, self.total_iters, losses,
-                                           model.learning_rates(), t_comp, t_data)
-                    if self.monitor:
-                        self.monitor.plot_losses(LossPoint(epoch_frac, losses, model.learning_rates(), t_comp))
-                if _crossed(before, self.total_iters, opt.display_freq) and self.dist.is_main:
-                    if not opt.no_html:
-                        self._save_visuals(write_html=_crossed(before, self.total_iters, opt.update_html_freq)
-                                           or len(self.visual_epochs) <= 1)
-                    if self.monitor:
-                        self.monitor.show_visuals({k: np.asarray(tensor_to_pil(v[0])).transpose(2, 0, 1)
-                                                   for k, v in model.current_visuals().items()}, self.epoch)
-                if _crossed(before, self.total_iters, opt.save_latest_freq):
-                    self._save(f"saving the latest model (epoch {self.epoch}, total_iters {self.total_iters})")
+                    point = LogPoint(epoch_iter, self.epoch + min(epoch_iter, len(self.dataset)) / len(self.dataset),
+                                     losses, model.learning_rates(), t_comp, t_data)
+                    for callback in self.callbacks:
+                        callback.on_log(self, point)
+                if crossed(before, self.total_iters, opt.display_freq):
+                    for callback in self.callbacks:
+                        callback.on_display(self, before)
                 bar.set_postfix_str(self._postfix(losses), refresh=False)
                 bar.update(1)
-                for hook in self.hooks:
-                    hook(self)
+                for callback in self.callbacks:
+                    callback.on_step_end(self, before)
                 if self.dist.any(self._stop_requested):  # Ctrl-C may reach some ranks an iteration later
-                    self._save("stopped on request")
+                    self.save("stopped on request")
                     return True
                 t_data_start = time.time()
         finally:
@@ -405,14 +350,8 @@ class Trainer:
         # End of epoch: step the schedules, keep the weights, and save the state for the next epoch.
         model.update_learning_rate(self.dist.mean([loss_G_sum / max(loss_G_count, 1)])[0])
         self.dist.check_same_weights(model.nets)
-        if self.dist.is_main:
-            if not opt.no_html:
-                self._save_visuals(write_html=True)
-            checkpoint.save_networks(model.nets, self.run_dir, "latest")
-            if self.epoch % opt.save_epoch_freq == 0 or self.epoch == self.last_epoch:
-                checkpoint.save_networks(model.nets, self.run_dir, self.epoch)
-            if self.evaluator and self.epoch % opt.eval_freq == 0:
-                self._evaluate()
+        for callback in self.callbacks:
+            callback.on_epoch_end(self)
         self.early_stopped = self.dist.broadcast(self.early_stopped)
         skipped_note = f", {len(self.skipped)} files skipped so far" if self.skipped else ""
         tqdm.write(f"End of epoch {self.epoch}/{self.last_epoch}: {time.time() - epoch_start:.1f} s, "
@@ -424,33 +363,6 @@ class Trainer:
             tqdm.write(f"stopped on request: {self.run_dir}")
             return True
         return self.early_stopped
-
-    def _evaluate(self) -> None:
-        """Score the generators on the fixed validation photos; keep the best weights; maybe stop early."""
-        opt = self.opt
-        results = self.evaluator(self.model.G_A, self.model.G_B, self.device)
-        record = {"kind": "train_eval", "epoch": self.epoch, "total_iters": self.total_iters, **results}
-        append_jsonl(self.run_dir / "metrics.jsonl", record)
-        with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"epoch": self.epoch, "total_iters": self.total_iters,
-                                **{f"eval_{k}": v for k, v in results.items()}}) + "\n")
-        if self.monitor:
-            self.monitor.plot_losses(LossPoint(self.epoch + 1.0, {f"eval_{k}": v for k, v in results.items()}, {},
-                                               float("nan")))
-        value = results[opt.early_stop_metric]
-        early = self.early_stop
-        if early["best"] is None or value > early["best"]:
-            early.update(best=value, best_epoch=self.epoch, bad_evals=0)
-            checkpoint.save_networks(self.model.nets, self.run_dir, "best")
-        else:
-            early["bad_evals"] += 1
-        tqdm.write("Evaluation at epoch {}: {} (best {} {:.4f} at epoch {})".format(
-            self.epoch, ", ".join(f"{k} {v:.4f}" for k, v in results.items()), opt.early_stop_metric,
-            early["best"], early["best_epoch"]))
-        if opt.early_stop_patience and early["bad_evals"] >= opt.early_stop_patience:
-            self.early_stopped = True
-            tqdm.write(f"Early stop: {opt.early_stop_metric} has not improved for {early['bad_evals']} evaluations; "
-                       f"the best weights (epoch {early['best_epoch']}) are best_net_*.pth")
 
     def _postfix(self, losses: dict[str, float]) -> str:
         recent = self._seconds_per_batch[-50:]
@@ -473,7 +385,8 @@ class Trainer:
             tqdm.write(f"warning: skipped {path}: {reason}")
 
     # --- saving -----------------------------------------------------------------------------------------------
-    def _save(self, why: str) -> None:
+    def save(self, why: str) -> None:
+        """The latest weights (main process) and the full training state, now."""
         if self.dist.is_main:
             checkpoint.save_networks(self.model.nets, self.run_dir, "latest")
         self._save_state()
@@ -501,34 +414,6 @@ class Trainer:
                        + (f"; {len(self.skipped)} files skipped" if self.skipped else ""))
         return TrainResult(self.run_dir, self.epoch, self.total_iters, interrupted, len(self.skipped),
                            self._stop_signal if interrupted else None)
-
-    # --- training visuals (web/index.html) --------------------------------------------------------------------
-    def _existing_visual_epochs(self) -> set[int]:
-        images = self.web_dir / "images"
-        if not images.is_dir():
-            return set()
-        return {int(p.name[5:8]) for p in images.glob("epoch[0-9][0-9][0-9]_real_A.png")}
-
-    def _save_visuals(self, write_html: bool) -> None:
-        visuals = self.model.current_visuals()
-        for label in VISUAL_NAMES:
-            if label in visuals:
-                atomic_save_image(tensor_to_pil(visuals[label][0]),
-                                  self.web_dir / "images" / f"epoch{self.epoch:03d}_{label}.png")
-        if self.epoch not in self.visual_epochs:
-            self.visual_epochs = sorted({*self.visual_epochs, self.epoch}, reverse=True)
-        if write_html:
-            self._write_web_page()
-
-    def _write_web_page(self) -> None:
-        labels = [label for label in VISUAL_NAMES if self.opt.lambda_identity > 0 or not label.startswith("idt")]
-        sections = []
-        for epoch in self.visual_epochs:  # newest first
-            cells = [Cell(f"images/epoch{epoch:03d}_{label}.png", label) for label in labels
-                     if (self.web_dir / "images" / f"epoch{epoch:03d}_{label}.png").exists()]
-            sections.append(Section(f"epoch [{epoch}]", rows=[cells]))
-        write_page(self.web_dir / "index.html", f"Experiment name = {self.opt.name}", sections,
-                   intro=[culture_block(self.culture.to_dict())], refresh_seconds=60)
 
 
 def _format_seconds(seconds: float) -> str:

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -25,6 +26,7 @@ from cyclegan_culture.errors import UserError
 from cyclegan_culture.eval import fingerprints as fp
 from cyclegan_culture.eval import metrics
 from cyclegan_culture.eval.fid import InceptionFeatures, fid, kid
+from cyclegan_culture.inference import Stylizer
 
 PHOTO = "photo"
 
@@ -171,8 +173,6 @@ def evaluate_model(run_dir: Path, groups: list[Group], classifier: SoftmaxClassi
                    photos_dir: Path | None = None, keep_images: bool = False) -> dict:
     """Translate the model's test photos (at the analysis size) and score the translations. With
     ``keep_images``, the result's "kept_images" holds the photos and their translations (for FID/KID)."""
-    from cyclegan_culture.inference import Stylizer
-
     run_dir = Path(run_dir)
     saved = options_mod.load_run_options(run_dir) or {}
     culture = load_culture(run_dir)
@@ -236,7 +236,11 @@ def evaluate_model(run_dir: Path, groups: list[Group], classifier: SoftmaxClassi
 
 # --- the whole analysis ------------------------------------------------------------------------------------------
 def analyze(datasets: list[Path], models: list[Path], out: Path, max_images: int | None = None,
-            epoch: str = "latest", inception_weights: Path | None = None) -> dict:
+            epoch: str = "latest", inception_weights: Path | None = None,
+            write_report: Callable[..., None] | None = None) -> dict:
+    """Fingerprint the datasets' groups and the models' translations; write features.csv, summary.json and
+    metrics.jsonl into ``out``, and the page through ``write_report(out, summary, groups, X, y)``
+    (viz.report.write_report, passed in by the caller so that eval does not depend on viz)."""
     datasets = list(datasets)
     inception = InceptionFeatures(inception_weights) if inception_weights else None  # fail before the long work
     for run_dir in models:  # a model's own dataset is analysed too
@@ -305,8 +309,8 @@ def analyze(datasets: list[Path], models: list[Path], out: Path, max_images: int
                                       encoding="utf-8")
     metrics.append_jsonl(out / "metrics.jsonl", {"kind": "analyze", "accuracy": cv["accuracy"],
                                                  "groups": keys, "models": [m["model"] for m in model_results]})
-    from cyclegan_culture.viz.report import write_report
-    write_report(out, summary, groups, X, y)
+    if write_report is not None:
+        write_report(out, summary, groups, X, y)
     return summary
 
 

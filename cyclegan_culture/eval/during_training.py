@@ -13,6 +13,7 @@ from cyclegan_culture.data.images import pil_to_tensor, readable_images
 from cyclegan_culture.eval import fingerprints as fp
 from cyclegan_culture.eval import metrics
 from cyclegan_culture.eval.analysis import SoftmaxClassifier
+from cyclegan_culture.inference import translate
 
 # Metrics it returns, higher is better for each: content_ssim, style_score, cycle_psnr (--early_stop_metric)
 EVAL_SIZE = 128  # longer side of the validation images
@@ -36,7 +37,6 @@ class TrainingEvaluator:
 
     @torch.inference_mode()
     def __call__(self, G_A: torch.nn.Module, G_B: torch.nn.Module, device: torch.device) -> dict[str, float]:
-        from cyclegan_culture.inference import translate
 
         was_training = G_A.training, G_B.training
         G_A.eval(), G_B.eval()

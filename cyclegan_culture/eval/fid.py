@@ -17,6 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from cyclegan_culture.errors import UserError
+from cyclegan_culture.runs.checkpoint import load_network_weights
 
 KID_SUBSET_SIZE = 1000  # torch-fidelity's default, lowered to the smaller set's size for small sets
 KID_SUBSETS = 100
@@ -33,8 +34,6 @@ class InceptionFeatures:
             raise UserError("--inception-weights needs torch-fidelity: pip install torch-fidelity "
                             "(or pip install 'cyclegan-culture[fid]')") from None
         # torch-fidelity unpickles the file without restrictions; check first that it holds only tensors
-        from cyclegan_culture.engine.checkpoint import load_network_weights
-
         load_network_weights(weights)
         try:
             self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],

@@ -18,8 +18,6 @@ import torch
 from torch import nn
 
 from cyclegan_culture.models import networks, parallel
-from cyclegan_culture.models.acceleration import (amp_dtype, compile_nets, conv_algorithm, memory_format,
-                                                  use_conv_algorithm)
 from cyclegan_culture.models.image_pool import ImagePool
 from cyclegan_culture.models.losses import GANLoss, gradient_penalty
 
@@ -100,29 +98,31 @@ def make_optimizer(params: Iterator[nn.Parameter], opt: Namespace, device: torch
 
 
 class CycleGANModel:
-    def __init__(self, opt: Namespace, device: torch.device, is_train: bool = True):
+    """``plan`` says how the networks run (an ``accel.ExecutionPlan``: ``apply`` puts a built network on its
+    device with its fast layers; ``autocast_dtype``, ``memory_format``, ``compiled``); the model builds the
+    reference's networks and hands each to it."""
+
+    def __init__(self, opt: Namespace, device: torch.device, plan: Any, is_train: bool = True):
         self.opt = opt
         self.device = device
         self.is_train = is_train
-        amp = getattr(opt, "amp", False)
-        self.amp_dtype = amp_dtype(device, amp)
-        self.memory_format = memory_format(getattr(opt, "channels_last", "off"), device, opt.norm, training=is_train)
-        algorithm = conv_algorithm(getattr(opt, "conv_algorithm", "auto"), device, getattr(opt, "compile", False))
-        self.G_A, self.G_B = (use_conv_algorithm(net, algorithm).to(device, memory_format=self.memory_format)
-                              for net in build_generators(opt))
+        self.plan = plan
+        self.amp_dtype = plan.autocast_dtype
+        self.memory_format = plan.memory_format
+        self.G_A, self.G_B = (plan.apply(net) for net in build_generators(opt))
         self.nets: dict[str, nn.Module] = {"G_A": self.G_A, "G_B": self.G_B}
         self.current_losses: dict[str, float] = {}
         if not is_train:
             for net in self.nets.values():
                 net.eval()
             return
-        self.D_A = networks.define_D(opt.output_nc, opt.ndf, opt.netD, opt.n_layers_D, opt.norm, opt.init_type,
-                                     opt.init_gain).to(device, memory_format=self.memory_format)
-        self.D_B = networks.define_D(opt.input_nc, opt.ndf, opt.netD, opt.n_layers_D, opt.norm, opt.init_type,
-                                     opt.init_gain).to(device, memory_format=self.memory_format)
+        self.D_A = plan.apply(networks.define_D(opt.output_nc, opt.ndf, opt.netD, opt.n_layers_D, opt.norm,
+                                                opt.init_type, opt.init_gain))
+        self.D_B = plan.apply(networks.define_D(opt.input_nc, opt.ndf, opt.netD, opt.n_layers_D, opt.norm,
+                                                opt.init_type, opt.init_gain))
         self.nets.update(D_A=self.D_A, D_B=self.D_B)
         # What the step calls: the networks themselves, or their compiled versions (state dicts stay plain).
-        self.run = compile_nets(self.nets) if getattr(opt, "compile", False) else dict(self.nets)
+        self.run = plan.compiled(self.nets)
         # The discriminators as the generator step calls them (frozen there): under DDP, not through its wrapper,
         # since no gradient of theirs is computed, and each wrapper expects one backward per forward.
         self.critic_run = {name: self.run[name] for name in ("D_A", "D_B")}
@@ -283,9 +283,7 @@ class CycleGANModel:
         wrapped = {name: parallel.data_parallel(net, device) if any(p.requires_grad for p in net.parameters())
                    else net for name, net in self.nets.items()}
         critics = {name: self.nets[name] for name in ("D_A", "D_B")}  # unwrapped: see __init__
-        if getattr(self.opt, "compile", False):
-            wrapped, critics = compile_nets(wrapped), compile_nets(critics)
-        self.run, self.critic_run = wrapped, critics
+        self.run, self.critic_run = self.plan.compiled(wrapped), self.plan.compiled(critics)
 
     def current_visuals(self) -> dict[str, torch.Tensor]:
         return {name: getattr(self, name).detach() for name in VISUAL_NAMES if hasattr(self, name)}

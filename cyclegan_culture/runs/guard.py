@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cyclegan_culture.engine import checkpoint
-from cyclegan_culture.engine.run_lock import LOCK_FILE
+from cyclegan_culture.runs import checkpoint
+from cyclegan_culture.runs.lock import LOCK_FILE
 from cyclegan_culture.errors import UserError
 
 

@@ -1,16 +1,51 @@
-"""Speed settings that do not change what a network computes (layout, compilation) or change it in a controlled
-way (mixed precision). Measured in docs/performance.md."""
+"""The execution plan: how built networks run (device, precision, layout, convolution algorithm, compilation),
+decided once from the settings and applied as one swap. Speed settings that do not change what a network
+computes (layout, compilation) or change it in a controlled way (mixed precision). Measured in
+docs/performance.md.
+"""
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from cyclegan_culture.accel.layers import InstanceNorm
+from cyclegan_culture.accel.swap import swap_layers
 from cyclegan_culture.errors import UserError
-from cyclegan_culture.models.networks import InstanceNorm, OutputConv, ResidualConv
-from cyclegan_culture.options import CONV_ALGORITHMS
+
+CONV_ALGORITHMS = ("auto", "direct", "winograd")
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """How a model's networks run. ``apply`` gives a built (plain) network its fast layers, device and layout;
+    without a plan the networks are the reference's layers, in fp32."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None = None   # bf16 on CPU / fp16 on CUDA under --amp
+    memory_format: torch.memory_format = torch.contiguous_format
+    conv_algorithm: str = "direct"              # for accel.layers.ResidualConv and OutputConv
+    compile: bool = False
+    fast_layers: bool = True                    # off: the reference's layers as built (a plain plan)
+
+    def apply(self, net: nn.Module) -> nn.Module:
+        if self.fast_layers:
+            net = swap_layers(net, self.conv_algorithm)
+        return net.to(self.device, memory_format=self.memory_format)
+
+    def compiled(self, nets: dict[str, nn.Module]) -> dict[str, nn.Module]:
+        """What a training step calls: the networks, or their torch.compile versions (state dicts stay plain)."""
+        return compile_nets(nets) if self.compile else dict(nets)
+
+
+def make_plan(device: torch.device, amp: bool = False, channels_last: str = "auto", conv_algorithm_: str = "auto",
+              compile_: bool = False, norm: str = "instance", training: bool = False) -> ExecutionPlan:
+    """The plan for these settings (the --amp, --channels_last, --conv_algorithm and --compile flags)."""
+    return ExecutionPlan(device, amp_dtype(device, amp), memory_format(channels_last, device, norm, training),
+                         conv_algorithm(conv_algorithm_, device, compile_), compile_)
 
 
 def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
@@ -27,9 +62,9 @@ def inference_weights(net: nn.Module, dtype: torch.dtype | None, layout: str = "
     in channels_last. Autocast keeps its casts only for weights that require gradients, so a loaded generator's
     fp32 weights (11M for the default) were cast again on every call; storing them gives bit-identical outputs.
     In NHWC, oneDNN's bf16 convolutions of one image ran faster and without the layout copies NCHW costs
-    (networks.InstanceNorm keeps the maps in NHWC); the outputs differ from NCHW's by bf16 rounding only
+    (accel.layers.InstanceNorm keeps the maps in NHWC); the outputs differ from NCHW's by bf16 rounding only
     (tests/test_speed_flags.py), and there the residual blocks run by Winograd's F(2x2, 3x3)
-    (networks.ResidualConv). A 256x256 default generator call: 274 ms with autocast casting, 267 with bf16
+    (accel.layers.ResidualConv). A 256x256 default generator call: 274 ms with autocast casting, 267 with bf16
     weights, 252 with NHWC as well, 194 with Winograd (docs/performance.md). CUDA's fp16 keeps fp32 weights: not
     measured there."""
     weight = next((p for p in net.parameters() if p.is_floating_point()), None)
@@ -44,9 +79,9 @@ def memory_format(setting: str, device: torch.device, norm: str = "instance",
                   training: bool = False) -> torch.memory_format:
     """The networks' layout. 'on' is NHWC; 'auto' is NHWC for training on CPU, else NCHW.
 
-    Measured on CPU (docs/performance.md), alternating in one process: with networks.InstanceNorm keeping
+    Measured on CPU (docs/performance.md), alternating in one process: with accel.layers.InstanceNorm keeping
     channels_last maps in place, bf16 steps were 3% (crop 128) and 6% (crop 256) faster in NHWC; fp32 steps,
-    with the residual blocks by Winograd in NHWC (models/winograd.py), 1.42x faster than in NCHW at crop 128
+    with the residual blocks by Winograd in NHWC (accel/winograd.py), 1.42x faster than in NCHW at crop 128
     and as fast at crop 256, for 110 MB less peak memory there. Inference layouts are inference_weights' choice.
     On CUDA NHWC was no faster for the default batch of one (H200), so 'auto' is NCHW there."""
     if setting == "off" or (setting == "auto" and (device.type != "cpu" or not training)):
@@ -61,7 +96,7 @@ def memory_format(setting: str, device: torch.device, norm: str = "instance",
 @functools.lru_cache(maxsize=None)
 def instance_norm_nhwc_is_correct(device_type: str) -> bool:
     """Probe a known PyTorch bug (seen in 2.14 on CPU): instance norm's backward in channels_last layout with a
-    batch of one gives wrong weight gradients upstream. Probes our networks' instance norm (networks.InstanceNorm,
+    batch of one gives wrong weight gradients upstream. Probes our networks' instance norm (accel.layers.InstanceNorm,
     which avoids PyTorch's on CPU), against NCHW on a tiny network, in float64 so that rounding (TF32
     convolutions on CUDA, algorithms that differ by layout) cannot pass for the bug."""
     gen = torch.Generator().manual_seed(0)
@@ -80,24 +115,15 @@ def instance_norm_nhwc_is_correct(device_type: str) -> bool:
 
 
 def conv_algorithm(setting: str, device: torch.device, compile_: bool = False) -> str:
-    """The residual blocks' convolution algorithm (networks.ResidualConv). 'auto' stays 'auto' on CPU, where
-    each convolution picks Winograd for fp32 feature maps of 256 channels and at least 48x48 (measured faster
-    there), and is 'direct' on CUDA, whose libraries pick their own algorithms, and under --compile, which
-    generates its own convolution code."""
+    """The residual blocks' convolution algorithm (accel.layers.ResidualConv). 'auto' stays 'auto' on CPU, where
+    each convolution picks Winograd for fp32 feature maps of 256 channels and at least 24x24 in channels_last
+    (48x48 in NCHW; measured faster there), and is 'direct' on CUDA, whose libraries pick their own
+    algorithms, and under --compile, which generates its own convolution code."""
     if setting not in CONV_ALGORITHMS:
         raise UserError(f"--conv_algorithm: unknown {setting!r}; use one of {', '.join(CONV_ALGORITHMS)}")
     if setting == "auto" and (device.type != "cpu" or compile_):
         return "direct"
     return setting
-
-
-def use_conv_algorithm(net: nn.Module, algorithm: str) -> nn.Module:
-    """Set how ``net``'s residual-block convolutions (models/winograd.py) and its last convolution
-    (models/phase_conv.py) are computed; 'direct' is PyTorch's convolution for both."""
-    for module in net.modules():
-        if isinstance(module, (ResidualConv, OutputConv)):
-            module.algorithm = algorithm
-    return net
 
 
 def compile_nets(nets: dict[str, nn.Module]) -> dict[str, nn.Module]:

@@ -1,0 +1,228 @@
+"""Faster equivalents of the reference's layers, with the same parameters and state dicts.
+
+``accel.swap.accelerate`` puts them in place of ``nn.InstanceNorm2d``, the residual blocks' ``ReflectionPad2d(1)``
++ ``Conv2d`` and the generator's last ``ReflectionPad2d(3)`` + ``Conv2d``; each computes what the layer it
+replaces computes (in fp32 to rounding; in bf16 without autocast's fp32 copies). Measured in
+docs/performance.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cyclegan_culture.accel import phase_conv, winograd_f2
+from cyclegan_culture.accel.winograd import winograd_conv3x3_reflect, winograd_filters
+
+
+class InstanceNorm(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` (same arguments and state dict) that normalises channels_last maps on CPU image by
+    image through batch norm: over one image, batch norm's statistics are instance norm's (per channel, over
+    height and width), and it works in the input's layout. PyTorch's instance norm first copies a channels_last
+    map to NCHW (5 ms for the last 64-channel 256x256 map of a generator), and in torch 2.14 its channels_last
+    backward for a single image is wrong (accel/plan.instance_norm_nhwc_is_correct); batch norm's is
+    right (tests). NCHW maps, and other devices, get PyTorch's instance norm."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.affine or self.track_running_stats or x.dim() != 4 or x.device.type != "cpu" or x.is_contiguous()
+                or not x.is_contiguous(memory_format=torch.channels_last)):
+            return super().forward(x)
+        if x.shape[0] == 1:
+            return F.batch_norm(x, None, None, training=True, momentum=0.0, eps=self.eps)
+        return _ImagewiseBatchNorm.apply(x, self.eps)
+
+
+class _ImagewiseBatchNorm(torch.autograd.Function):
+    """Batch norm of each image of a channels_last batch on its own (= instance norm), each image's result and
+    gradient written straight into one map for the batch: per-image results joined with ``torch.cat`` cost two
+    extra maps the size of the batch's at once, forward and backward, which raised a training step's peak memory
+    (docs/performance.md). Twice differentiable (a gradient penalty through a discriminator): then the gradient
+    is taken through PyTorch's batch norm, image by image."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, eps: float) -> torch.Tensor:
+        out = torch.empty_like(x, memory_format=torch.channels_last)
+        mean = x.new_empty(x.shape[0], x.shape[1])
+        invstd = x.new_empty(x.shape[0], x.shape[1])
+        for i in range(x.shape[0]):
+            torch.ops.aten.native_batch_norm.out(x[i:i + 1], None, None, None, None, True, 0.0, eps,
+                                                 out=out[i:i + 1], save_mean=mean[i], save_invstd=invstd[i])
+        ctx.save_for_backward(x, mean, invstd)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, mean, invstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: a gradient that can itself be differentiated
+            with torch.enable_grad():
+                out = torch.cat([F.batch_norm(image, None, None, training=True, momentum=0.0, eps=ctx.eps)
+                                 for image in x.split(1)])
+                return torch.autograd.grad(out, x, grad, create_graph=True)[0], None
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        grad_x = torch.empty_like(x, memory_format=torch.channels_last)
+        ones = x.new_ones(x.shape[1])  # the .out kernel wants the affine gradients' buffers defined
+        unused_weight_grad, unused_bias_grad = x.new_empty(x.shape[1]), x.new_empty(x.shape[1])
+        for i in range(x.shape[0]):
+            torch.ops.aten.native_batch_norm_backward.out(
+                grad[i:i + 1], x[i:i + 1], ones, None, None, mean[i], invstd[i], True, ctx.eps, [True, True, True],
+                out0=grad_x[i:i + 1], out1=unused_weight_grad, out2=unused_bias_grad)
+        return grad_x, None
+
+
+def _cpu_autocast_enabled() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4 takes no device argument
+        return torch.is_autocast_cpu_enabled()
+
+
+def reflect_pad(x: torch.Tensor, padding: int) -> torch.Tensor:
+    """``F.pad(x, (padding,) * 4, mode='reflect')`` that keeps a bf16 activation in bf16 under CPU autocast.
+
+    Autocast computes reflection padding in fp32, so each padded bf16 activation is cast up, padded and cast
+    down again, and its gradient goes the same way back: fp32 copies of every padded map. Padding is a copy, so
+    doing it in bf16 gives the same values (the gradient's reflected borders may differ by one bf16 rounding).
+    Its gradient is folded back by reflect_pad_backward: PyTorch's own bf16 reflection-pad backward is several
+    times slower on CPU. Measured (docs/performance.md): a bf16 training step peaks about 110 MB lower at crop
+    128 and 460 MB lower at crop 256 than with autocast's padding, at the same speed."""
+    if x.dtype != torch.bfloat16 or x.device.type != "cpu" or not _cpu_autocast_enabled():
+        return F.pad(x, (padding,) * 4, mode="reflect")
+    with torch.autocast("cpu", enabled=False):
+        return _ReflectPad.apply(x, padding)
+
+
+def reflect_pad_backward(grad: torch.Tensor, padding: int) -> torch.Tensor:
+    """The gradient of ``F.pad(x, (padding,) * 4, mode='reflect')`` with respect to x: the padded gradient's
+    centre, plus each border strip added, mirrored, onto the rows and columns it copied (padded row i < p holds
+    x's row p - i)."""
+    p = padding
+    height, width = grad.shape[-2] - 2 * p, grad.shape[-1] - 2 * p
+    out = grad[..., p:p + height, p:p + width].clone()
+
+    def fold_columns(strip: torch.Tensor) -> torch.Tensor:  # a full-width strip of rows -> x's width
+        folded = strip[..., p:p + width].clone()
+        folded[..., 1:p + 1] += strip[..., :p].flip(-1)
+        folded[..., width - 1 - p:width - 1] += strip[..., p + width:].flip(-1)
+        return folded
+
+    out[..., 1:p + 1, :] += fold_columns(grad[..., :p, :]).flip(-2)  # the corners come with the row strips
+    out[..., height - 1 - p:height - 1, :] += fold_columns(grad[..., p + height:, :]).flip(-2)
+    out[..., :, 1:p + 1] += grad[..., p:p + height, :p].flip(-1)
+    out[..., :, width - 1 - p:width - 1] += grad[..., p:p + height, p + width:].flip(-1)
+    return out
+
+
+class _ReflectPad(torch.autograd.Function):
+    """Reflection padding with reflect_pad_backward as its backward: in bf16 on CPU, PyTorch's
+    reflection_pad2d_backward took 2.3 ms for a [2, 256, 66, 66] gradient and this 1.0 ms (9.1 vs 2.2 ms for
+    the [2, 64, 262, 262] one before the last convolution at crop 256; ``python bench/step_parts.py``)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, padding: int) -> torch.Tensor:
+        ctx.padding = padding
+        return F.pad(x, (padding,) * 4, mode="reflect")
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return reflect_pad_backward(grad, ctx.padding), None
+
+
+class ReflectionPad(nn.ReflectionPad2d):
+    """``nn.ReflectionPad2d(padding)`` (the same parameterless module; equal padding on all sides) that pads
+    through reflect_pad."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return reflect_pad(x, self.padding[0])
+
+
+class ResidualConv(nn.Conv2d):
+    """The residual blocks' 3x3 convolution with its reflection padding of 1 (the reference's
+    ``ReflectionPad2d(1)`` followed by an unpadded ``Conv2d``). A plain ``nn.Conv2d`` in its parameters and
+    state dict. ``algorithm`` says how it is computed: 'direct' (PyTorch's padding and convolution), 'winograd'
+    (accel/winograd.py) or 'auto' (Winograd for feature maps of at least WINOGRAD_MIN_CHANNELS channels and
+    WINOGRAD_MIN_PIXELS pixels, WINOGRAD_MIN_PIXELS_CHANNELS_LAST in channels_last). Winograd applies to fp32
+    on CPU outside autocast; elsewhere it would not pay (GPU libraries choose their own algorithms), and the
+    convolution is direct, except for bf16 inference in channels_last (test.py and stylize with --amp on CPU),
+    which runs by F(2x2, 3x3) (accel/winograd_f2.py: faster, with more rounding) where 'winograd' forces it
+    and, under 'auto', from 256 channels."""
+
+    algorithm = "direct"
+    # Where 'auto' uses Winograd, measured (docs/performance.md): from 256 channels (the default generator's
+    # blocks; with 128, as in --preset cpu, test.py was no faster and used more memory; with 64, slower), and
+    # from 48x48 pixels per feature map in NCHW (crops from about 192 px; at 32x32 its strided tile transforms
+    # left the step only 1.06x faster, for more memory), from 24x24 in channels_last, whose transforms are plain
+    # matrix multiplies (a 256-channel training convolution 1.13x faster at 24x24, 1.25x at 32x32, 0.75x at
+    # 16x16; bench/winograd_conv.py --channels_last).
+    WINOGRAD_MIN_CHANNELS = 256
+    WINOGRAD_MIN_PIXELS = 48 * 48
+    WINOGRAD_MIN_PIXELS_CHANNELS_LAST = 24 * 24
+
+    def __init__(self, dim: int, use_bias: bool):
+        super().__init__(dim, dim, 3, padding=0, bias=use_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._uses_winograd(x):
+            return winograd_conv3x3_reflect(x, self.weight, self.bias, self._inference_filters())
+        if self._uses_winograd_f2(x):
+            transformed = fixed_weight_cache(self, "_winograd_f2_cache", winograd_f2.filters)
+            if transformed is not None and transformed.dtype == x.dtype:  # bf16 inference with fixed weights
+                with torch.autocast("cpu", enabled=False):  # autocast would pad in fp32
+                    return winograd_f2.conv3x3_reflect(x, transformed, self.bias)
+        return super().forward(reflect_pad(x, 1))
+
+    def _uses_winograd_f2(self, x: torch.Tensor) -> bool:
+        """bf16 inference in channels_last (accel/plan.inference_weights): F(2x2, 3x3) where forced,
+        and under 'auto' from WINOGRAD_MIN_CHANNELS (1.2-1.3x per 256-channel convolution, 1.1x at 128)."""
+        if self.algorithm == "direct" or x.dtype != torch.bfloat16 or torch.is_grad_enabled():
+            return False
+        return (self.algorithm == "winograd" or x.shape[-3] >= self.WINOGRAD_MIN_CHANNELS) and winograd_f2.applies(x)
+
+    def _uses_winograd(self, x: torch.Tensor) -> bool:
+        if self.algorithm == "direct" or x.device.type != "cpu" or x.dtype != torch.float32 \
+                or self.weight.dtype != torch.float32 or _cpu_autocast_enabled():
+            return False
+        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        min_pixels = self.WINOGRAD_MIN_PIXELS_CHANNELS_LAST if channels_last else self.WINOGRAD_MIN_PIXELS
+        return self.algorithm == "winograd" or (x.shape[-3] >= self.WINOGRAD_MIN_CHANNELS
+                                                and x.shape[-2] * x.shape[-1] >= min_pixels)
+
+    def _inference_filters(self) -> torch.Tensor | None:
+        """Transformed filters kept between calls where the weights are fixed: 4x the weights' memory (170 MB
+        for a default generator) for about 5% of inference time."""
+        return fixed_weight_cache(self, "_winograd_cache", winograd_filters)
+
+
+def fixed_weight_cache(conv: nn.Conv2d, slot: str,
+                       transform: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
+    """``transform(conv.weight)``, kept between calls where the weights are fixed (requires_grad off, as for
+    the loaded generators of test, stylize and analyze, and no gradient taken); None where they are not.
+    Recomputed when the weights change; weights created under inference mode carry no version counter to tell
+    that, so they are not kept."""
+    if conv.weight.requires_grad or torch.is_grad_enabled() or conv.weight.is_inference():
+        return None
+    key = (conv.weight.data_ptr(), conv.weight._version)
+    cached = conv.__dict__.get(slot)
+    if cached is None or cached[0] != key:
+        cached = conv.__dict__[slot] = (key, transform(conv.weight))
+    return cached[1]
+
+
+class OutputConv(nn.Conv2d):
+    """The generator's last convolution (ngf channels to the image's 3, 7x7, unpadded): a plain ``nn.Conv2d``
+    in its parameters and state dict. On CPU it runs as one stride-2 convolution per 2x2 output block
+    (accel/phase_conv.py), which gives the convolution enough output channels to fill the CPU's vectors: about
+    2x faster there in bf16 and fp32, forward and backward (docs/performance.md). Elsewhere, for odd output
+    sizes and with ``algorithm`` 'direct' (the default until accel.swap.accelerate sets it from
+    the plan's conv_algorithm, as for ResidualConv), it is PyTorch's convolution."""
+
+    algorithm = "direct"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.algorithm == "direct" or x.device.type != "cpu" or not phase_conv.applies(x, self.weight):
+            return super().forward(x)
+        kernel = fixed_weight_cache(self, "_phase_kernel_cache", phase_conv.phase_weight)
+        return phase_conv.phase_conv2d(x, self.weight, self.bias, kernel)
