@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from cyclegan_culture import options  # noqa: E402
 from cyclegan_culture.accel import ExecutionPlan, inference_weights  # noqa: E402
-from cyclegan_culture.engine.distributed import select_device  # noqa: E402
+from cyclegan_culture.devices import select_device  # noqa: E402
+from cyclegan_culture.models import registry  # noqa: E402
 from cyclegan_culture.models.cycle_gan import CycleGANModel  # noqa: E402
 from cyclegan_culture.options import execution_plan  # noqa: E402
 
@@ -164,7 +165,7 @@ def bench_train(args: argparse.Namespace) -> dict:
     device = bench_device(args)
     torch.manual_seed(0)
     plan = PLAIN(device) if args.reference_step else execution_plan(opt, device, training=True)
-    model = CycleGANModel(opt, device, plan)
+    model = registry.build(vars(opt), device, plan, training=True)
     step = ReferenceStep(model) if args.reference_step else model.optimize_parameters
     batch = {"A": torch.rand(args.batch_size, 3, args.crop, args.crop) * 2 - 1,
              "B": torch.rand(args.batch_size, 3, args.crop, args.crop) * 2 - 1, "A_paths": [], "B_paths": []}
@@ -201,9 +202,9 @@ def bench_compare(args: argparse.Namespace) -> dict:
     opt = model_opt(args)
     device = bench_device(args)
     torch.manual_seed(0)
-    ours = CycleGANModel(opt, device, execution_plan(opt, device, training=True))
+    ours = registry.build(vars(opt), device, execution_plan(opt, device, training=True), training=True)
     ref_opt = model_opt(argparse.Namespace(**{**vars(args), "amp": False, "compile": False, "channels_last": "off"}))
-    reference = CycleGANModel(ref_opt, device, PLAIN(device))
+    reference = registry.build(vars(ref_opt), device, PLAIN(device), training=True)
     ref_step = ReferenceStep(reference)
     batch = {"A": torch.rand(args.batch_size, 3, args.crop, args.crop) * 2 - 1,
              "B": torch.rand(args.batch_size, 3, args.crop, args.crop) * 2 - 1, "A_paths": [], "B_paths": []}
@@ -222,7 +223,7 @@ def bench_compare(args: argparse.Namespace) -> dict:
 def bench_infer(args: argparse.Namespace) -> dict:
     opt = model_opt(args)
     device = bench_device(args)
-    model = CycleGANModel(opt, device, execution_plan(opt, device, training=False), is_train=False)
+    model = registry.build(vars(opt), device, execution_plan(opt, device, training=False), training=False)
     # as test.py loads it: fixed weights (Winograd keeps its transformed filters), bf16-stored under --amp on CPU
     G = inference_weights(model.G_A.requires_grad_(False), model.amp_dtype)
     if args.compile:
@@ -257,7 +258,7 @@ def bench_testpy(args: argparse.Namespace) -> dict:
         run = tmp / "ckpt" / "bench"
         run.mkdir(parents=True)
         opt = model_opt(args)
-        model = CycleGANModel(opt, torch.device("cpu"), PLAIN(torch.device("cpu")), is_train=False)
+        model = registry.build(vars(opt), torch.device("cpu"), PLAIN(torch.device("cpu")), training=False)
         from cyclegan_culture.runs.checkpoint import save_networks
         save_networks(model.nets, run, "latest")
         if args.reference_step:

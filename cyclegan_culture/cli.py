@@ -43,16 +43,10 @@ def _inference_flags(p) -> None:
     p.add_argument("--gpu_ids", default=None, help="-1 for CPU (default: first GPU if any)")
 
 
-def _device(gpu_ids: str | None):
-    from cyclegan_culture.options import parse_gpu_ids
-
-    ids = parse_gpu_ids(gpu_ids)
-    return f"cuda:{ids[0]}" if ids else "cpu"
-
-
 def _stylize(argv: list[str]) -> int:
     from pathlib import Path
 
+    from cyclegan_culture.devices import device_for
     from cyclegan_culture.engine.stylize import stylize_paths
     from cyclegan_culture.inference import Stylizer
     from cyclegan_culture.options import ArgumentParser
@@ -79,7 +73,7 @@ def _stylize(argv: list[str]) -> int:
     args = p.parse_args(argv)
     flags = {k: getattr(args, k) for k in ("netG", "ngf", "norm", "upsample", "use_dropout", "no_dropout")
              if getattr(args, k) is not None}
-    common = dict(device=_device(args.gpu_ids), amp=args.amp, tile=args.tile, overlap=args.overlap)
+    common = dict(device=device_for(args.gpu_ids), amp=args.amp, tile=args.tile, overlap=args.overlap)
     if args.model:
         stylizer = Stylizer.from_pretrained(args.model, epoch=args.epoch, direction=args.direction, **common,
                                             **flags)
@@ -92,6 +86,7 @@ def _stylize(argv: list[str]) -> int:
 def _compare(argv: list[str], via_test: bool = False) -> int:
     from pathlib import Path
 
+    from cyclegan_culture.devices import device_for
     from cyclegan_culture.engine.compare import load_models, run_compare
     from cyclegan_culture.options import ArgumentParser
 
@@ -107,7 +102,7 @@ def _compare(argv: list[str], via_test: bool = False) -> int:
     photos = args.photos or (str(Path(args.dataroot) / "testA") if args.dataroot else None)
     if photos is None:
         raise UserError("--photos is required (or --dataroot, whose testA is used)")
-    models = load_models(args.models, args.epoch, device=_device(args.gpu_ids), amp=args.amp, tile=args.tile,
+    models = load_models(args.models, args.epoch, device=device_for(args.gpu_ids), amp=args.amp, tile=args.tile,
                          overlap=args.overlap)
     out = Path(args.out) if args.out else Path(args.results_dir) / ("compare_" + "_".join(m.name for m in models))
     run_compare(Path(photos), models, out, Path(args.results_dir), args.epoch)

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 from pathlib import Path
@@ -19,48 +18,16 @@ from PIL import Image
 from torch import nn
 
 from cyclegan_culture import options as options_mod
-from cyclegan_culture.accel import amp_dtype, inference_weights
+from cyclegan_culture.accel import ExecutionPlan, amp_dtype, inference_weights, make_plan
 from cyclegan_culture.data.images import pil_to_tensor, tensor_to_pil
-from cyclegan_culture.runs import checkpoint
+from cyclegan_culture.devices import device_for
 from cyclegan_culture.errors import UserError
-from cyclegan_culture.models import networks
+from cyclegan_culture.models.config import ModelConfig
+from cyclegan_culture.runs import folder
 
 SIZE_MULTIPLE = 4  # two stride-2 downsamplings: sizes divisible by 4 come back unchanged
 MIN_SIZE = 8  # the residual blocks' reflection padding needs at least 2x2 at the bottleneck
 STATS_SIZE = 512  # longer side of the downscaled image whose instance-norm statistics all tiles share
-
-
-def available_epochs(run_dir: Path) -> list[str]:
-    return sorted({p.name.split("_net_")[0] for p in Path(run_dir).glob("*_net_G_A.pth")})
-
-
-def load_generator(opt: argparse.Namespace, path: Path, device: torch.device, input_nc: int | None = None,
-                   output_nc: int | None = None) -> nn.Module:
-    """One generator from a state-dict file (ours or the reference's), built as ``opt`` describes, in eval mode."""
-    net = networks.define_G(input_nc or opt.input_nc, output_nc or opt.output_nc, opt.ngf, opt.netG, opt.norm,
-                            opt.use_dropout, opt.init_type, opt.init_gain, getattr(opt, "upsample", "transpose"))
-    try:
-        networks.load_network_state(net, checkpoint.load_network_weights(path))
-    except ValueError as exc:
-        raise UserError(f"{path}: does not fit --netG {opt.netG} --ngf {opt.ngf} --norm {opt.norm} "
-                        f"({str(exc)[:200]}); pass the flags the model was trained with") from None
-    return options_mod.execution_plan(opt, device, training=False).apply(net).eval().requires_grad_(False)
-
-
-def network_file(run_dir: Path, epoch: str, name: str) -> Path:
-    path = checkpoint.network_path(run_dir, epoch, name)
-    if not path.is_file():
-        found = available_epochs(run_dir)
-        hint = f"available: {', '.join(found)}" if found else "train the model first, or check the run folder"
-        raise UserError(f"{path}: checkpoint not found ({hint}); set --epoch or the run folder")
-    return path
-
-
-def load_generators(opt: argparse.Namespace, run_dir: Path, epoch: str, device: torch.device) -> tuple[nn.Module, nn.Module]:
-    """G_A and G_B of a run at ``epoch``, in eval mode."""
-    G_A = load_generator(opt, network_file(run_dir, epoch, "G_A"), device, opt.input_nc, opt.output_nc)
-    G_B = load_generator(opt, network_file(run_dir, epoch, "G_B"), device, opt.output_nc, opt.input_nc)
-    return G_A, G_B
 
 
 def translate(net: nn.Module, image: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -215,11 +182,9 @@ class Stylizer:
             raise UserError(f"{run_dir}: run folder not found")
         if direction not in ("AtoB", "BtoA"):
             raise UserError(f"--direction {direction!r}: use AtoB or BtoA")
-        opt = model_options(run_dir, model_flags)
-        device = torch.device(device) if device else _default_device()
-        name = "G_A" if direction == "AtoB" else "G_B"
-        in_nc, out_nc = (opt.input_nc, opt.output_nc) if direction == "AtoB" else (opt.output_nc, opt.input_nc)
-        net = load_generator(opt, network_file(run_dir, str(epoch), name), device, in_nc, out_nc)
+        config = model_config(run_dir, model_flags)
+        device = torch.device(device) if device else device_for(None)
+        net = folder.load_generator(run_dir, str(epoch), direction, device, inference_plan(device, config), config)
         return cls(net, device, amp, tile, overlap)
 
     @classmethod
@@ -227,9 +192,10 @@ class Stylizer:
                         tile: int = 512, overlap: int = 64, **model_flags: object) -> "Stylizer":
         """Load a bare generator file such as the reference's latest_net_G_A.pth, built as ``model_flags`` say
         (netG, ngf, norm, use_dropout, upsample; the reference's defaults otherwise)."""
-        opt = model_options(None, model_flags)
-        device = torch.device(device) if device else _default_device()
-        return cls(load_generator(opt, Path(path), device), device, amp, tile, overlap)
+        config = model_config(None, model_flags)
+        device = torch.device(device) if device else device_for(None)
+        net = folder.load_generator_file(Path(path), config, "AtoB", device, inference_plan(device, config))
+        return cls(net, device, amp, tile, overlap)
 
     @torch.inference_mode()
     def stylize_tensor(self, image: torch.Tensor) -> torch.Tensor:
@@ -263,22 +229,21 @@ class Stylizer:
         return results  # type: ignore[return-value]
 
 
-def model_options(run_dir: Path | None, overrides: dict[str, object]) -> argparse.Namespace:
-    """The network options of a run (its opt.json, else the reference's defaults), with ``overrides`` applied."""
-    parser = options_mod.build_test_parser()
-    opt = parser.parse_args([])
-    saved = options_mod.load_run_options(run_dir) if run_dir else None
-    opt._explicit = set(overrides)
-    options_mod.apply_run_options(opt, saved)
-    for key, value in overrides.items():
-        if key not in options_mod.MODEL_FLAGS + ("no_dropout",):
-            raise UserError(f"{key!r} is not a model option; use one of: {', '.join(options_mod.MODEL_FLAGS)}")
-        setattr(opt, key, value)
+def model_config(run_dir: Path | None, overrides: dict[str, object]) -> ModelConfig:
+    """The model configuration of a run (config.json or opt.json, else the reference's defaults), with
+    ``overrides`` (network flags: netG=..., ngf=..., no_dropout=True, ...) applied and checked."""
+    unknown = [key for key in overrides if key not in (*ModelConfig.NETWORK_FIELDS, "no_dropout")]
+    if unknown:
+        raise UserError(f"{unknown[0]!r} is not a model option; use one of: {', '.join(ModelConfig.NETWORK_FIELDS)}")
+    values = {k: v for k, v in overrides.items() if k != "no_dropout"}
     if overrides.get("no_dropout"):
-        opt.use_dropout = False
-    options_mod.validate_model(opt)
-    return opt
+        values["use_dropout"] = False
+    config = folder.read_model_config(run_dir, values)
+    options_mod.validate_model(config)
+    return config
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
+def inference_plan(device: torch.device, config: ModelConfig) -> ExecutionPlan:
+    """How the API runs a generator: fast layers, NCHW, fp32 weights (``Stylizer`` stores them in bf16 under
+    ``amp``)."""
+    return make_plan(device, norm=config.norm, training=False)

@@ -15,8 +15,11 @@ from typing import Any
 import torch
 
 from cyclegan_culture.accel import CONV_ALGORITHMS, ExecutionPlan, make_plan
+from cyclegan_culture.devices import parse_gpu_ids
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_write_text
+from cyclegan_culture.models.config import ModelConfig
+from cyclegan_culture.models.registry import MODELS
 
 
 NETG_CHOICES = ("resnet_9blocks", "resnet_6blocks")
@@ -25,8 +28,7 @@ NORM_CHOICES = ("instance", "batch", "none")
 PREPROCESS_CHOICES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 
 # Flags that describe the networks: test.py reads them from the run's opt.json unless given on its command line.
-MODEL_FLAGS = ("input_nc", "output_nc", "ngf", "ndf", "netG", "netD", "n_layers_D", "norm", "use_dropout",
-               "upsample", "init_type", "init_gain")
+MODEL_FLAGS = ModelConfig.NETWORK_FIELDS
 
 # `--preset cpu`: a small configuration that shows a visible culture style after about 15 minutes on a 2-core
 # CPU. It trades resolution (128 px), capacity (ngf 32, 6 blocks) and training length for speed, and trains in
@@ -79,7 +81,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                    "falls back to eager with a warning where it cannot compile)")
 
     m = parser.add_argument_group("model")
-    m.add_argument("--model", default="cycle_gan", choices=["cycle_gan"], help="the model (CycleGAN)")
+    m.add_argument("--model", default="cycle_gan", choices=sorted(MODELS), help="the model (models/registry.py)")
     m.add_argument("--input_nc", type=int, default=3, help="channels of domain A images")
     m.add_argument("--output_nc", type=int, default=3, help="channels of domain B images")
     m.add_argument("--ngf", type=int, default=64, help="generator filters in the first conv layer")
@@ -205,20 +207,6 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
     return opt
 
 
-def parse_gpu_ids(text: str | None) -> list[int]:
-    """'0,1' -> [0, 1]; '-1' -> [] (CPU); None -> the first GPU if one exists, else CPU."""
-    if text is None:
-        return [0] if torch.cuda.is_available() else []
-    try:
-        ids = [int(x) for x in str(text).split(",") if x.strip() != ""]
-    except ValueError:
-        raise UserError(f"--gpu_ids {text!r}: give comma-separated GPU numbers, or -1 for CPU") from None
-    ids = [i for i in ids if i >= 0]
-    if ids and not torch.cuda.is_available():
-        raise UserError(f"--gpu_ids {text}: no CUDA GPU is available here; use --gpu_ids -1 for CPU")
-    return ids
-
-
 def validate_model(opt: argparse.Namespace) -> None:
     """Check the network flags; every message names the flag and the accepted values."""
     if opt.netG not in NETG_CHOICES:
@@ -325,26 +313,3 @@ def save_options(opt: argparse.Namespace, parser: argparse.ArgumentParser, run_d
     atomic_write_text(run_dir / f"{prefix}opt.json", json.dumps(options_dict(opt), indent=2, ensure_ascii=False))
 
 
-def load_run_options(run_dir: Path) -> dict[str, Any] | None:
-    """The options a run was trained with, or None for a run without opt.json (e.g. trained by the reference)."""
-    path = Path(run_dir) / "opt.json"
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read the run's options ({exc}); fix or delete the file") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object of options; fix or delete the file")
-    return data
-
-
-def apply_run_options(opt: argparse.Namespace, saved: dict[str, Any] | None) -> None:
-    """Take the architecture from the run's opt.json unless the flag was given on the command line."""
-    if not saved:
-        return
-    for key in MODEL_FLAGS:
-        if key in saved and key not in opt._explicit:
-            setattr(opt, key, saved[key])
-    if "no_dropout" in opt._explicit:
-        opt.use_dropout = False

@@ -12,6 +12,7 @@ from cyclegan_culture.errors import UserError
 from cyclegan_culture.inference import translate, translate_tiled, with_shared_stats
 from cyclegan_culture.accel import plan as acceleration
 from cyclegan_culture.accel.swap import swap_layers
+from cyclegan_culture.models import registry
 from cyclegan_culture.models.cycle_gan import CycleGANModel, make_optimizer
 from cyclegan_culture.models.networks import define_G
 
@@ -21,7 +22,8 @@ def tiny_model(*flags: str, seed: int = 0, device: str = "cpu") -> CycleGANModel
                         ["--dataroot", "x", "--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks",
                          "--gpu_ids", "0" if device == "cuda" else "-1", "--channels_last", "off", *flags])
     torch.manual_seed(seed)
-    return CycleGANModel(opt, torch.device(device), options.execution_plan(opt, torch.device(device), training=True))
+    return registry.build(vars(opt), torch.device(device), options.execution_plan(opt, torch.device(device), training=True),
+                          training=True)
 
 
 def batch(n: int = 1, size: int = 32) -> dict:

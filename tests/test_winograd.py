@@ -11,6 +11,7 @@ from cyclegan_culture import options
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.accel.plan import conv_algorithm
 from cyclegan_culture.accel.swap import swap_layers
+from cyclegan_culture.models import registry
 from cyclegan_culture.models.cycle_gan import CycleGANModel
 from cyclegan_culture.accel.layers import ResidualConv
 from cyclegan_culture.models.networks import define_G
@@ -163,7 +164,8 @@ def tiny_model(algorithm: str, layout: str = "off") -> CycleGANModel:
                         ["--dataroot", "x", "--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks", "--gpu_ids", "-1",
                          "--optimizer", "sgd", "--conv_algorithm", algorithm, "--channels_last", layout])
     torch.manual_seed(0)
-    return CycleGANModel(opt, torch.device("cpu"), options.execution_plan(opt, torch.device("cpu"), training=True))
+    return registry.build(vars(opt), torch.device("cpu"), options.execution_plan(opt, torch.device("cpu"), training=True),
+                          training=True)
 
 
 @pytest.mark.parametrize("layout", ["off", "on"])

@@ -21,7 +21,6 @@ from cyclegan_culture.data.images import tensor_to_pil
 from cyclegan_culture.eval.during_training import TrainingEvaluator
 from cyclegan_culture.eval.metrics import append_jsonl
 from cyclegan_culture.files import atomic_save_image
-from cyclegan_culture.models.cycle_gan import LOSS_NAMES, VISUAL_NAMES
 from cyclegan_culture.runs import checkpoint
 from cyclegan_culture.viz.html import Cell, Section, culture_block, write_page
 from cyclegan_culture.viz.visdom_monitor import LossPoint, VisdomMonitor
@@ -128,7 +127,8 @@ class WebVisualsCallback(Callback):
             self._write_page(trainer)
 
     def _write_page(self, trainer: "Trainer") -> None:
-        labels = [label for label in VISUAL_NAMES if trainer.opt.lambda_identity > 0 or not label.startswith("idt")]
+        labels = [label for label in trainer.model.visual_names
+                  if trainer.opt.lambda_identity > 0 or not label.startswith("idt")]
         sections = []
         for epoch in self.visual_epochs:  # newest first
             cells = [Cell(f"images/epoch{epoch:03d}_{label}.png", label) for label in labels
@@ -155,7 +155,7 @@ class VisdomCallback(Callback):
                 except ValueError:
                     continue
                 if "epoch_frac" in rec and rec.get("total_iters", 0) <= trainer.total_iters:
-                    history.append(LossPoint(rec["epoch_frac"], {k: rec[k] for k in LOSS_NAMES if k in rec},
+                    history.append(LossPoint(rec["epoch_frac"], {k: rec[k] for k in trainer.model.loss_names if k in rec},
                                              {k: rec[k] for k in ("lr_G", "lr_D") if k in rec},
                                              rec.get("sec_per_iter", 0.0)))
         self.monitor = VisdomMonitor(self.server, self.port, self.env, title=trainer.culture.title(),

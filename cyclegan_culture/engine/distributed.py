@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from cyclegan_culture.devices import select_device
 from cyclegan_culture.errors import UserError
 
 
@@ -104,15 +105,6 @@ def from_environment() -> tuple[int, int, int]:
             raise UserError(f"environment variable {name}={value!r} is not a number; start training with "
                             "torchrun, or unset it") from None
     return read("RANK", 0), read("WORLD_SIZE", 1), read("LOCAL_RANK", 0)
-
-
-def select_device(gpu_ids: list[int], index: int = 0) -> torch.device:
-    """GPU ``gpu_ids[index]``, or the CPU when ``gpu_ids`` is empty. On CUDA, cuDNN picks the fastest convolution
-    algorithms for the (fixed) training and test shapes; exact resume is promised on CPU only."""
-    if not gpu_ids:
-        return torch.device("cpu")
-    torch.backends.cudnn.benchmark = True
-    return torch.device(f"cuda:{gpu_ids[index]}")
 
 
 def setup(gpu_ids: list[int], timeout_minutes: float = 30.0) -> tuple[Distributed, torch.device]:

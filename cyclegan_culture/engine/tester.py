@@ -21,11 +21,13 @@ from cyclegan_culture.data.cultures import CULTURE_FILE, Culture, load_culture
 from cyclegan_culture.data.images import BadImage, load_rgb, pil_to_tensor, tensor_to_pil
 from cyclegan_culture.data.transforms import Preprocess
 from cyclegan_culture.data.unpaired import image_folder
-from cyclegan_culture.engine.distributed import select_device
+from cyclegan_culture.devices import select_device
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_save_image, atomic_write_text, inside
-from cyclegan_culture.inference import load_generators, translate
+from cyclegan_culture.inference import model_config, translate
+from cyclegan_culture.models.config import ModelConfig
 from cyclegan_culture.outputs import prepare_output_dir, refuse_inside, unique_names
+from cyclegan_culture.runs import folder as run_folder
 from cyclegan_culture.viz.html import Cell, Section, culture_block, options_table, write_page
 
 SHOWN_OPTIONS = ("name", "epoch", "netG", "ngf", "norm", "upsample", "direction", "dataroot", "phase",
@@ -48,16 +50,20 @@ def _output_stem(path: Path, folder: Path) -> str:
 def run_test(opt: argparse.Namespace) -> TestResult:
     run_dir = inside(Path(opt.checkpoints_dir), opt.name)
     options_mod.validate_run_name(opt.name)
-    options_mod.apply_run_options(opt, options_mod.load_run_options(run_dir))
-    options_mod.validate_model(opt)
+    # the run's networks (config.json / opt.json) unless given on the command line; shown and saved as used
+    config = model_config(run_dir, {k: getattr(opt, k) for k in (*ModelConfig.NETWORK_FIELDS, "no_dropout")
+                                    if k in opt._explicit})
+    for key in ModelConfig.NETWORK_FIELDS:
+        setattr(opt, key, getattr(config, key))
     if opt.num_test is not None and opt.num_test <= 0:
         raise UserError(f"--num_test must be positive, got {opt.num_test}")
     if not opt.dataroot:
         raise UserError("--dataroot is required: the folder holding testA and testB")
     device = select_device(opt.gpu_ids)
     dtype = amp_dtype(device, opt.amp)
-    G_A, G_B = (inference_weights(G, dtype, opt.channels_last)
-                for G in load_generators(opt, run_dir, opt.epoch, device))
+    plan = options_mod.execution_plan(opt, device, training=False)
+    G_A, G_B = (inference_weights(run_folder.load_generator(run_dir, opt.epoch, direction, device, plan, config), dtype,
+                                  opt.channels_last) for direction in ("AtoB", "BtoA"))
     culture = load_culture(run_dir) if (run_dir / CULTURE_FILE).is_file() else load_culture(opt.dataroot)
 
     # direction BtoA: the model's A side was trained on the dataset's B folder.

@@ -31,12 +31,12 @@ from cyclegan_culture.data.transforms import SIZE_PRESERVING, Preprocess
 from cyclegan_culture.data.unpaired import EpochSampler, UnpairedDataset
 from cyclegan_culture.engine import distributed, resume, stop_signals
 from cyclegan_culture.engine.callbacks import Callback, HookCallback, LogPoint, crossed, default_callbacks
-from cyclegan_culture.runs import checkpoint, guard
+from cyclegan_culture.runs import checkpoint, folder, guard
 from cyclegan_culture.runs.lock import RunLock
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_write_text, inside
 from cyclegan_culture.models import networks
-from cyclegan_culture.models.cycle_gan import LOSS_NAMES, CycleGANModel
+from cyclegan_culture.models import registry
 from cyclegan_culture.outputs import refuse_inside
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class Trainer:
             raise UserError("--continue_train and --start_over contradict each other: choose one")
         if opt.continue_train:
             state = guard.load_state_to_resume(self.run_dir)
-            changed = resume.resolve(opt, state.get("options") or options_mod.load_run_options(self.run_dir) or {})
+            changed = resume.resolve(opt, state.get("options") or folder.load_run_options(self.run_dir) or {})
         elif self.dist.is_main:
             guard.check_fresh_start(self.run_dir, opt.start_over)
         if not opt.dataroot:
@@ -130,7 +130,8 @@ class Trainer:
             tqdm.write("Resuming with changed flags (docs/reliability.md): " + ", ".join(f"--{k}" for k in changed))
 
         seed_everything(opt.seed)  # the same initial weights on every rank
-        self.model = CycleGANModel(opt, self.device, options_mod.execution_plan(opt, self.device, training=True))
+        self.model = registry.build(vars(opt), self.device, options_mod.execution_plan(opt, self.device, True),
+                                    training=True)
         rank, world = self.dist.rank, self.dist.world_size
         if rank > 0:  # each rank its own dropout noise and replay-buffer choices
             seed_everything(opt.seed + 7919 * rank)
@@ -155,7 +156,7 @@ class Trainer:
             try:
                 frozen = self.model.freeze(opt.freeze)
             except ValueError as exc:
-                raise UserError(f"--freeze {exc}: unknown; use {', '.join(CycleGANModel.FREEZABLE)}") from None
+                raise UserError(f"--freeze {exc}: unknown; use {', '.join(type(self.model).FREEZABLE)}") from None
             tqdm.write(f"Frozen: {', '.join(opt.freeze)} ({frozen / 1e6:.2f} M parameters kept fixed)")
         if self.dist.enabled:
             self.model.distribute(self.device)
@@ -183,6 +184,7 @@ class Trainer:
             for stale in self.run_dir.glob(".*.tmp"):  # half-written files of a process killed while saving
                 stale.unlink(missing_ok=True)
             options_mod.save_options(opt, parser, self.run_dir)
+            folder.save_config(self.run_dir, self.model.config, self.model.schedule)
             if state is None or not (self.run_dir / CULTURE_FILE).is_file():  # a resumed run keeps its card
                 atomic_write_text(self.run_dir / CULTURE_FILE,
                                   json.dumps(self.culture.to_dict(), indent=2, ensure_ascii=False))
@@ -367,12 +369,11 @@ class Trainer:
     def _postfix(self, losses: dict[str, float]) -> str:
         recent = self._seconds_per_batch[-50:]
         eta = sum(recent) / len(recent) * self._remaining_batches()
-        shown = " ".join(f"{k}={losses[k]:.2f}" for k in ("D_A", "G_A", "cycle_A", "D_B", "G_B", "cycle_B"))
+        shown = " ".join(f"{k}={v:.2f}" for k, v in losses.items() if not k.startswith("idt"))
         return f"{shown} | run ETA {_format_seconds(eta)}"
 
     def _check_finite(self, losses: dict[str, float]) -> None:
-        for name in LOSS_NAMES:
-            value = losses.get(name, 0.0)
+        for name, value in losses.items():
             if not math.isfinite(value):
                 raise UserError(
                     f"loss {name} became {value} at epoch {self.epoch}, iteration {self.total_iters + 1}; stopped "

@@ -19,7 +19,6 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from cyclegan_culture import options as options_mod
 from cyclegan_culture.data.cultures import load_culture
 from cyclegan_culture.data.images import BadImage, list_images, load_rgb, readable_images
 from cyclegan_culture.errors import UserError
@@ -27,6 +26,7 @@ from cyclegan_culture.eval import fingerprints as fp
 from cyclegan_culture.eval import metrics
 from cyclegan_culture.eval.fid import InceptionFeatures, fid, kid
 from cyclegan_culture.inference import Stylizer
+from cyclegan_culture.runs import folder
 
 PHOTO = "photo"
 
@@ -174,7 +174,7 @@ def evaluate_model(run_dir: Path, groups: list[Group], classifier: SoftmaxClassi
     """Translate the model's test photos (at the analysis size) and score the translations. With
     ``keep_images``, the result's "kept_images" holds the photos and their translations (for FID/KID)."""
     run_dir = Path(run_dir)
-    saved = options_mod.load_run_options(run_dir) or {}
+    saved = folder.load_run_options(run_dir) or {}
     culture = load_culture(run_dir)
     keys = [g.key for g in groups]
     target = culture.domain_B or culture.name
@@ -244,7 +244,7 @@ def analyze(datasets: list[Path], models: list[Path], out: Path, max_images: int
     datasets = list(datasets)
     inception = InceptionFeatures(inception_weights) if inception_weights else None  # fail before the long work
     for run_dir in models:  # a model's own dataset is analysed too
-        saved = options_mod.load_run_options(Path(run_dir)) or {}
+        saved = folder.load_run_options(Path(run_dir)) or {}
         root = Path(saved.get("dataroot", ""))
         if saved.get("dataroot") and root.is_dir() and root.resolve() not in {Path(d).resolve() for d in datasets}:
             datasets.append(root)

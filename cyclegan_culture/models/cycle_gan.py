@@ -11,13 +11,13 @@ import contextlib
 import itertools
 import math
 import random
-from argparse import Namespace
 from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from cyclegan_culture.models import networks, parallel
+from cyclegan_culture.models.config import ModelConfig, TrainSchedule
 from cyclegan_culture.models.image_pool import ImagePool
 from cyclegan_culture.models.losses import GANLoss, gradient_penalty
 
@@ -26,28 +26,28 @@ VISUAL_NAMES = ("real_A", "fake_B", "rec_A", "idt_B", "real_B", "fake_A", "rec_B
 NET_NAMES = ("G_A", "G_B", "D_A", "D_B")
 
 
-def build_generators(opt: Namespace) -> tuple[nn.Module, nn.Module]:
-    """G_A: A -> B and G_B: B -> A, as the options describe them."""
+def build_generators(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
+    """G_A: A -> B and G_B: B -> A, as the configuration describes them."""
     def make(in_nc: int, out_nc: int) -> nn.Module:
-        return networks.define_G(in_nc, out_nc, opt.ngf, opt.netG, opt.norm, opt.use_dropout, opt.init_type,
-                                 opt.init_gain, opt.upsample)
-    return make(opt.input_nc, opt.output_nc), make(opt.output_nc, opt.input_nc)
+        return networks.define_G(in_nc, out_nc, config.ngf, config.netG, config.norm, config.use_dropout,
+                                 config.init_type, config.init_gain, config.upsample)
+    return make(config.input_nc, config.output_nc), make(config.output_nc, config.input_nc)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, opt: Namespace) -> Any:
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: TrainSchedule) -> Any:
     """linear: constant for n_epochs, then linear to zero over n_epochs_decay (stepped once per epoch)."""
-    if opt.lr_policy == "linear":
+    if schedule.lr_policy == "linear":
         def rule(epoch: int) -> float:
-            return 1.0 - max(0, epoch + opt.epoch_count - opt.n_epochs) / float(opt.n_epochs_decay + 1)
+            return 1.0 - max(0, epoch + schedule.epoch_count - schedule.n_epochs) / float(schedule.n_epochs_decay + 1)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=rule)
-    if opt.lr_policy == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=opt.lr_decay_iters, gamma=0.1)
-    if opt.lr_policy == "plateau":
+    if schedule.lr_policy == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=schedule.lr_decay_iters, gamma=0.1)
+    if schedule.lr_policy == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.2, threshold=0.01,
                                                           patience=5)
-    if opt.lr_policy == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opt.n_epochs, eta_min=0)
-    raise ValueError(f"unknown lr_policy {opt.lr_policy!r}")
+    if schedule.lr_policy == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=schedule.n_epochs, eta_min=0)
+    raise ValueError(f"unknown lr_policy {schedule.lr_policy!r}")
 
 
 def optimizer_kernels(device: torch.device) -> dict[str, bool]:
@@ -80,18 +80,19 @@ def _translate(generator: nn.Module, inputs: list[torch.Tensor], separate: bool)
     return list(generator(torch.cat(inputs)).split([x.shape[0] for x in inputs]))
 
 
-def make_optimizer(params: Iterator[nn.Parameter], opt: Namespace, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterator[nn.Parameter], schedule: TrainSchedule, device: torch.device
+                   ) -> torch.optim.Optimizer:
     """Adam (the reference's), AdamW or SGD, with multi-tensor kernels (``optimizer_kernels``) instead of a
     Python loop per tensor."""
     params = list(params)
     kernels = optimizer_kernels(device)
-    if opt.optimizer in ("adam", "adamw"):
-        cls = torch.optim.Adam if opt.optimizer == "adam" else torch.optim.AdamW
-        optimizer = cls(params, lr=opt.lr, betas=(opt.beta1, 0.999), weight_decay=opt.weight_decay, **kernels)
-    elif opt.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=opt.lr, momentum=opt.beta1, weight_decay=opt.weight_decay, **kernels)
+    if schedule.optimizer in ("adam", "adamw"):
+        cls = torch.optim.Adam if schedule.optimizer == "adam" else torch.optim.AdamW
+        optimizer = cls(params, lr=schedule.lr, betas=(schedule.beta1, 0.999), weight_decay=schedule.weight_decay, **kernels)
+    elif schedule.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=schedule.lr, momentum=schedule.beta1, weight_decay=schedule.weight_decay, **kernels)
     else:
-        raise ValueError(f"unknown optimizer {opt.optimizer!r}")
+        raise ValueError(f"unknown optimizer {schedule.optimizer!r}")
     if kernels["fused"]:
         optimizer.register_step_pre_hook(_match_layouts)
     return optimizer
@@ -102,24 +103,28 @@ class CycleGANModel:
     device with its fast layers; ``autocast_dtype``, ``memory_format``, ``compiled``); the model builds the
     reference's networks and hands each to it."""
 
-    def __init__(self, opt: Namespace, device: torch.device, plan: Any, is_train: bool = True):
-        self.opt = opt
+    def __init__(self, config: ModelConfig, device: torch.device, plan: Any, schedule: TrainSchedule | None = None):
+        """``schedule`` given: built for training (discriminators, optimizers, schedulers); else generators only,
+        in eval mode."""
+        self.config = config
+        self.schedule = schedule
         self.device = device
-        self.is_train = is_train
+        self.is_train = is_train = schedule is not None
         self.plan = plan
         self.amp_dtype = plan.autocast_dtype
         self.memory_format = plan.memory_format
-        self.G_A, self.G_B = (plan.apply(net) for net in build_generators(opt))
+        self.G_A, self.G_B = (plan.apply(net) for net in build_generators(config))
+        self.generators = {"AtoB": "G_A", "BtoA": "G_B"}
         self.nets: dict[str, nn.Module] = {"G_A": self.G_A, "G_B": self.G_B}
         self.current_losses: dict[str, float] = {}
         if not is_train:
             for net in self.nets.values():
                 net.eval()
             return
-        self.D_A = plan.apply(networks.define_D(opt.output_nc, opt.ndf, opt.netD, opt.n_layers_D, opt.norm,
-                                                opt.init_type, opt.init_gain))
-        self.D_B = plan.apply(networks.define_D(opt.input_nc, opt.ndf, opt.netD, opt.n_layers_D, opt.norm,
-                                                opt.init_type, opt.init_gain))
+        self.D_A = plan.apply(networks.define_D(config.output_nc, config.ndf, config.netD, config.n_layers_D, config.norm,
+                                                config.init_type, config.init_gain))
+        self.D_B = plan.apply(networks.define_D(config.input_nc, config.ndf, config.netD, config.n_layers_D, config.norm,
+                                                config.init_type, config.init_gain))
         self.nets.update(D_A=self.D_A, D_B=self.D_B)
         # What the step calls: the networks themselves, or their compiled versions (state dicts stay plain).
         self.run = plan.compiled(self.nets)
@@ -129,22 +134,22 @@ class CycleGANModel:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.frozen: set[int] = set()
         # One RNG for both replay buffers, so the training state can save and restore it.
-        self.pool_rng = random.Random(opt.seed)
-        self.fake_A_pool = ImagePool(opt.pool_size, self.pool_rng)
-        self.fake_B_pool = ImagePool(opt.pool_size, self.pool_rng)
-        self.criterionGAN = GANLoss(opt.gan_mode).to(device)
+        self.pool_rng = random.Random(config.seed)
+        self.fake_A_pool = ImagePool(config.pool_size, self.pool_rng)
+        self.fake_B_pool = ImagePool(config.pool_size, self.pool_rng)
+        self.criterionGAN = GANLoss(config.gan_mode).to(device)
         self.criterionCycle = nn.L1Loss()
         self.criterionIdt = nn.L1Loss()
-        self.optimizer_G = make_optimizer(itertools.chain(self.G_A.parameters(), self.G_B.parameters()), opt,
+        self.optimizer_G = make_optimizer(itertools.chain(self.G_A.parameters(), self.G_B.parameters()), schedule,
                                           device)
-        self.optimizer_D = make_optimizer(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), opt,
+        self.optimizer_D = make_optimizer(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), schedule,
                                           device)
         self.optimizers = [self.optimizer_G, self.optimizer_D]
-        self.schedulers = [make_scheduler(o, opt) for o in self.optimizers]
+        self.schedulers = [make_scheduler(o, schedule) for o in self.optimizers]
 
     # --- the model contract -------------------------------------------------------------------------------
     def set_input(self, batch: dict[str, Any]) -> None:
-        a_to_b = self.opt.direction == "AtoB"
+        a_to_b = self.config.direction == "AtoB"
         self.real_A = batch["A" if a_to_b else "B"].to(self.device, non_blocking=True,
                                                        memory_format=self.memory_format)
         self.real_B = batch["B" if a_to_b else "A"].to(self.device, non_blocking=True,
@@ -163,8 +168,8 @@ class CycleGANModel:
         the measurements.
         """
         G_A, G_B = self.run["G_A"], self.run["G_B"]
-        identity = self.is_train and self.opt.lambda_identity > 0
-        separate = self.opt.norm == "batch"
+        identity = self.is_train and self.config.lambda_identity > 0
+        separate = self.config.norm == "batch"
         inputs_A = [self.real_A, self.real_B] if identity else [self.real_A]
         outputs_A = _translate(G_A, inputs_A, separate)
         self.fake_B = outputs_A[0]
@@ -214,16 +219,16 @@ class CycleGANModel:
 
     # --- losses (computed in fp32 from possibly low-precision outputs) -----------------------------------------
     def _generator_loss(self) -> torch.Tensor:
-        opt = self.opt
-        if opt.lambda_identity > 0:
-            self.loss_idt_A = self.criterionIdt(self.idt_A.float(), self.real_B) * opt.lambda_B * opt.lambda_identity
-            self.loss_idt_B = self.criterionIdt(self.idt_B.float(), self.real_A) * opt.lambda_A * opt.lambda_identity
+        cfg = self.config
+        if cfg.lambda_identity > 0:
+            self.loss_idt_A = self.criterionIdt(self.idt_A.float(), self.real_B) * cfg.lambda_B * cfg.lambda_identity
+            self.loss_idt_B = self.criterionIdt(self.idt_B.float(), self.real_A) * cfg.lambda_A * cfg.lambda_identity
         else:
             self.loss_idt_A = self.loss_idt_B = torch.zeros((), device=self.device)
         self.loss_G_A = self.criterionGAN(self.critic_run["D_A"](self.fake_B), True, for_discriminator=False)
         self.loss_G_B = self.criterionGAN(self.critic_run["D_B"](self.fake_A), True, for_discriminator=False)
-        self.loss_cycle_A = self.criterionCycle(self.rec_A.float(), self.real_A) * opt.lambda_A
-        self.loss_cycle_B = self.criterionCycle(self.rec_B.float(), self.real_B) * opt.lambda_B
+        self.loss_cycle_A = self.criterionCycle(self.rec_A.float(), self.real_A) * cfg.lambda_A
+        self.loss_cycle_B = self.criterionCycle(self.rec_B.float(), self.real_B) * cfg.lambda_B
         return (self.loss_G_A + self.loss_G_B + self.loss_cycle_A + self.loss_cycle_B
                 + self.loss_idt_A + self.loss_idt_B)
 
@@ -231,15 +236,15 @@ class CycleGANModel:
         """(loss on real + loss on fake) / 2; real and fake run as one batch unless batch norm would mix them."""
         netD = self.run[name]
         fake = fake.detach()
-        if self.opt.norm != "batch":
+        if self.config.norm != "batch":
             pred_real, pred_fake = netD(torch.cat([real, fake])).split([real.shape[0], fake.shape[0]])
         else:
             pred_real, pred_fake = netD(real), netD(fake)
         loss = (self.criterionGAN(pred_real, True) + self.criterionGAN(pred_fake, False)) * 0.5
-        if self.opt.gan_mode == "wgangp":
+        if self.config.gan_mode == "wgangp":
             # double backward: in fp32, through the eager network (compiled graphs do not support it)
             with torch.autocast(self.device.type, enabled=False):
-                loss = loss + self.opt.lambda_gp * gradient_penalty(self.nets[name], real, fake)
+                loss = loss + self.config.lambda_gp * gradient_penalty(self.nets[name], real, fake)
         return loss
 
     # --- helpers ----------------------------------------------------------------------------------------------
@@ -253,6 +258,7 @@ class CycleGANModel:
             for p in net.parameters():
                 p.requires_grad_(requires_grad and id(p) not in self.frozen)
 
+    loss_names, visual_names = LOSS_NAMES, VISUAL_NAMES
     FREEZABLE = ("G_A", "G_B", "D_A", "D_B", "G_A.encoder", "G_A.blocks", "G_A.decoder", "G_B.encoder",
                  "G_B.blocks", "G_B.decoder")
 
@@ -276,7 +282,7 @@ class CycleGANModel:
     def distribute(self, device: torch.device) -> None:
         """Train data-parallel (under torchrun): synchronise batch norm across processes and wrap each network
         that has trainable parameters in DistributedDataParallel. Call after ``freeze`` and loading weights."""
-        if self.opt.norm == "batch":
+        if self.config.norm == "batch":
             for name in NET_NAMES:
                 self.nets[name] = parallel.synchronize_batch_norm(self.nets[name], device)
             self.G_A, self.G_B, self.D_A, self.D_B = (self.nets[name] for name in NET_NAMES)
@@ -304,14 +310,14 @@ class CycleGANModel:
         for optimizer, scheduler in zip(self.optimizers, self.schedulers):
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 # no closed form: keep the reductions made so far, relative to the new starting rate
-                rates = [group["lr"] * self.opt.lr / saved_lr for group in optimizer.param_groups]
+                rates = [group["lr"] * self.schedule.lr / saved_lr for group in optimizer.param_groups]
             else:
-                scheduler.base_lrs = [self.opt.lr] * len(optimizer.param_groups)
+                scheduler.base_lrs = [self.schedule.lr] * len(optimizer.param_groups)
                 if isinstance(scheduler, torch.optim.lr_scheduler.StepLR):
-                    scheduler.step_size = self.opt.lr_decay_iters
+                    scheduler.step_size = self.schedule.lr_decay_iters
                     factor = scheduler.gamma ** (scheduler.last_epoch // scheduler.step_size)
                 elif isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-                    scheduler.T_max = self.opt.n_epochs
+                    scheduler.T_max = self.schedule.n_epochs
                     factor = (1 + math.cos(math.pi * scheduler.last_epoch / scheduler.T_max)) / 2
                 else:  # linear: its rule reads the options
                     factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
@@ -319,7 +325,7 @@ class CycleGANModel:
             for group, rate in zip(optimizer.param_groups, rates):
                 group["lr"] = rate
                 if "initial_lr" in group:
-                    group["initial_lr"] = self.opt.lr
+                    group["initial_lr"] = self.schedule.lr
             scheduler._last_lr = rates
 
     def train(self) -> None:

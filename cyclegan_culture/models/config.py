@@ -1,0 +1,72 @@
+"""What defines a model, and how it is trained, as small typed records built once from the options.
+
+``ModelConfig`` is saved as ``config.json`` beside the weights (``runs.checkpoint.save_config``); ``opt.txt`` and
+``opt.json`` stay for the reference's users. Defaults are the reference's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The networks and the training objective of one model."""
+
+    model: str = "cycle_gan"
+    input_nc: int = 3
+    output_nc: int = 3
+    ngf: int = 64
+    ndf: int = 64
+    netG: str = "resnet_9blocks"
+    netD: str = "basic"
+    n_layers_D: int = 3
+    norm: str = "instance"
+    use_dropout: bool = False
+    upsample: str = "transpose"
+    init_type: str = "normal"
+    init_gain: float = 0.02
+    # the objective
+    gan_mode: str = "lsgan"
+    lambda_A: float = 10.0
+    lambda_B: float = 10.0
+    lambda_identity: float = 0.5
+    lambda_gp: float = 10.0
+    pool_size: int = 50
+    direction: str = "AtoB"
+    seed: int = 0  # the replay buffers' random choices
+
+    # the flags that define the networks (a run's must match to load its weights)
+    NETWORK_FIELDS = ("input_nc", "output_nc", "ngf", "ndf", "netG", "netD", "n_layers_D", "norm", "use_dropout",
+                      "upsample", "init_type", "init_gain")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        """From options (``vars(opt)``), opt.json or config.json: known fields taken, others ignored."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainSchedule:
+    """The optimizer and the learning-rate schedule."""
+
+    optimizer: str = "adam"
+    lr: float = 0.0002
+    beta1: float = 0.5
+    weight_decay: float = 0.0
+    lr_policy: str = "linear"
+    n_epochs: int = 100
+    n_epochs_decay: int = 100
+    epoch_count: int = 1
+    lr_decay_iters: int = 50
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainSchedule":
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,95 @@
+"""A run folder's description and its generators: opt.json (the resolved flags, the reference's way),
+config.json (the typed model configuration), which epochs are saved, and ``load_generator`` — the one way test,
+stylize, compare, analyze and export load a trained generator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cyclegan_culture.errors import UserError
+from cyclegan_culture.files import atomic_write_text
+from cyclegan_culture.models import networks
+from cyclegan_culture.models.config import ModelConfig, TrainSchedule
+from cyclegan_culture.runs.checkpoint import load_network_weights, network_path
+
+CONFIG_FILE = "config.json"
+OPTIONS_FILE = "opt.json"
+
+
+def load_run_options(run_dir: Path | None) -> dict[str, Any] | None:
+    """The flags a run was trained with, or None for a run without opt.json (e.g. trained by the reference)."""
+    if run_dir is None:
+        return None
+    path = Path(run_dir) / OPTIONS_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read the run's options ({exc}); fix or delete the file") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object of options; fix or delete the file")
+    return data
+
+
+def save_config(run_dir: Path, config: ModelConfig, schedule: TrainSchedule) -> None:
+    atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(
+        {"model": config.model, "model_config": config.to_dict(), "schedule": schedule.to_dict()}, indent=2))
+
+
+def read_model_config(run_dir: Path | None, overrides: dict[str, Any] | None = None) -> ModelConfig:
+    """A run's model configuration: its config.json, else the network flags of its opt.json, else the
+    reference's defaults (a bare or reference-trained checkpoint); ``overrides`` on top."""
+    values: dict[str, Any] = {}
+    path = Path(run_dir) / CONFIG_FILE if run_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            values = dict(json.loads(path.read_text(encoding="utf-8"))["model_config"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{path}: cannot read the model configuration ({exc}); fix or delete it") from None
+    else:
+        saved = load_run_options(run_dir) or {}
+        values = {k: saved[k] for k in (*ModelConfig.NETWORK_FIELDS, "model") if k in saved}
+    return ModelConfig.from_dict({**values, **(overrides or {})})
+
+
+def available_epochs(run_dir: Path) -> list[str]:
+    return sorted({p.name.split("_net_")[0] for p in Path(run_dir).glob("*_net_G_A.pth")})
+
+
+def generator_file(run_dir: Path, epoch: str, name: str) -> Path:
+    path = network_path(run_dir, epoch, name)
+    if not path.is_file():
+        found = available_epochs(run_dir)
+        hint = f"available: {', '.join(found)}" if found else "train the model first, or check the run folder"
+        raise UserError(f"{path}: checkpoint not found ({hint}); set --epoch or the run folder")
+    return path
+
+
+def load_generator_file(path: Path, config: ModelConfig, direction: str, device: torch.device,
+                        plan: Any) -> nn.Module:
+    """The generator of ``direction`` (AtoB: input_nc -> output_nc) from a state-dict file (ours or the
+    reference's), built as ``config`` describes, run as ``plan`` (an accel.ExecutionPlan) says, in eval mode."""
+    in_nc, out_nc = (config.input_nc, config.output_nc) if direction == "AtoB" else \
+        (config.output_nc, config.input_nc)
+    net = networks.define_G(in_nc, out_nc, config.ngf, config.netG, config.norm, config.use_dropout,
+                            config.init_type, config.init_gain, config.upsample)
+    try:
+        networks.load_network_state(net, load_network_weights(path))
+    except ValueError as exc:
+        raise UserError(f"{path}: does not fit --netG {config.netG} --ngf {config.ngf} --norm {config.norm} "
+                        f"({str(exc)[:200]}); pass the flags the model was trained with") from None
+    return plan.apply(net).eval().requires_grad_(False)
+
+
+def load_generator(run_dir: Path, epoch: str, direction: str, device: torch.device, plan: Any,
+                   config: ModelConfig | None = None) -> nn.Module:
+    """A run's generator for ``direction`` at ``epoch`` (G_A for AtoB, G_B for BtoA)."""
+    config = config or read_model_config(run_dir)
+    name = "G_A" if direction == "AtoB" else "G_B"
+    return load_generator_file(generator_file(run_dir, str(epoch), name), config, direction, device, plan)
