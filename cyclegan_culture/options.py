@@ -39,12 +39,24 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every flag's help ends with its default, as the reference's --help does (flags that are off by default,
+    and those without one, say nothing more)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that raises UserError (one line, no usage dump) instead of exiting, and takes no abbreviated
     flags (so the flags a user typed are known exactly: presets and opt.json never override them)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -67,14 +79,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--amp", action="store_true", help="mixed precision: bf16 autocast on CPU, fp16 with loss "
                    "scaling on CUDA (faster; changes numerics slightly)")
     s.add_argument("--channels_last", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
-                   help="NHWC memory layout; auto: on for CPU training with --amp or in fp32 below crop 192, and for "
-                   "--amp inference on CPU (measured faster); off elsewhere (no faster on an H200 at batch 1)")
+                   help="NHWC memory layout; auto: on for all training on CPU and for --amp inference on CPU "
+                   "(measured faster); off elsewhere (no faster on an H200 at batch 1)")
     s.add_argument("--conv_algorithm", default="auto", choices=CONV_ALGORITHMS,
                    help="how the residual blocks' 3x3 convolutions run: winograd (4x fewer multiply-adds, rounding "
                    "differs by ~1e-5; fp32 on CPU; with --amp, test.py and stylize use 2.25x fewer in bf16, with "
                    "about 2.5x direct bf16's rounding error per convolution) or direct; auto: winograd on CPU for "
-                   "--amp inference from 256 channels and for fp32 256-channel feature "
-                   "maps of at least 48x48 (default generator, crops from about 192 px), unless --compile. "
+                   "--amp inference from 256 channels and for fp32 256-channel feature maps of at least 24x24 in "
+                   "channels_last (default generator, crops from about 96 px; 48x48 in NCHW), unless --compile. "
                    "direct also runs the generator's last convolution as PyTorch's (auto: per 2x2 output block "
                    "on CPU)")
     s.add_argument("--compile", action="store_true", help="torch.compile the networks (slow start, faster steps; "
@@ -95,23 +107,26 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                    "dropout is off unless --use_dropout")
     m.add_argument("--upsample", default="transpose", choices=["transpose", "resize"],
                    help="generator upsampling: transposed conv (reference) or resize+conv (no checkerboard)")
-    m.add_argument("--init_type", default="normal", choices=["normal", "xavier", "kaiming", "orthogonal"])
+    m.add_argument("--init_type", default="normal", choices=["normal", "xavier", "kaiming", "orthogonal"],
+                   help="how the networks' weights are initialised")
     m.add_argument("--init_gain", type=float, default=0.02, help="scale for normal, xavier and orthogonal init")
 
     d = parser.add_argument_group("data")
-    d.add_argument("--direction", default="AtoB", choices=["AtoB", "BtoA"])
+    d.add_argument("--direction", default="AtoB", choices=["AtoB", "BtoA"],
+                   help="BtoA swaps the dataset's A and B folders (G_A then translates B images)")
     d.add_argument("--max_dataset_size", type=int, default=None, help="use at most this many images per domain")
     d.add_argument("--preprocess", default="resize_and_crop", help=" | ".join(PREPROCESS_CHOICES))
     d.add_argument("--load_size", type=int, default=286, help="scale images to this size")
     d.add_argument("--crop_size", type=int, default=256, help="then crop to this size")
     d.add_argument("--no_flip", action="store_true", help="no random horizontal flips")
     d.add_argument("--serial_batches", action="store_true", help="take images in order and pair A[i] with B[i]")
-    d.add_argument("--batch_size", type=int, default=1)
+    d.add_argument("--batch_size", type=int, default=1, help="images per step (per process under torchrun)")
 
 
 def build_train_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="cyclegan-culture train", description="Train a CycleGAN on unpaired images.")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="a ready configuration; explicit flags override it")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a ready configuration; explicit flags override it. "
+                   "cpu: " + ", ".join(f"--{k} {v}" for k, v in PRESETS["cpu"].items()))
     _add_common(p)
     p.add_argument("--phase", default="train", help="the dataset split to train on (DATAROOT/PHASE{A,B})")
 
@@ -123,13 +138,17 @@ def build_train_parser() -> argparse.ArgumentParser:
                    "not given take the run's values (docs/reliability.md: which flags may change)")
     t.add_argument("--start_over", action="store_true", help="train afresh in a run folder that already holds "
                    "weights or a training state: its files are first moved into RUN/superseded-<time>/")
-    t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
+    t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"],
+                   help="for generators and discriminators alike")
     t.add_argument("--lr", type=float, default=0.0002, help="initial learning rate")
     t.add_argument("--beta1", type=float, default=0.5, help="Adam's beta1 (SGD's momentum)")
-    t.add_argument("--weight_decay", type=float, default=0.0)
-    t.add_argument("--lr_policy", default="linear", choices=["linear", "step", "plateau", "cosine"])
+    t.add_argument("--weight_decay", type=float, default=0.0, help="the optimizer's weight decay")
+    t.add_argument("--lr_policy", default="linear", choices=["linear", "step", "plateau", "cosine"],
+                   help="linear: constant for --n_epochs, then to zero over --n_epochs_decay; step: /10 every "
+                   "--lr_decay_iters epochs; plateau: x0.2 when the generator loss stalls; cosine over --n_epochs")
     t.add_argument("--lr_decay_iters", type=int, default=50, help="step policy: decay by 10x every this many epochs")
-    t.add_argument("--gan_mode", default="lsgan", choices=["lsgan", "vanilla", "wgangp", "hinge"])
+    t.add_argument("--gan_mode", default="lsgan", choices=["lsgan", "vanilla", "wgangp", "hinge"],
+                   help="the adversarial loss: least squares (the reference's), cross-entropy, WGAN-GP, hinge")
     t.add_argument("--lambda_gp", type=float, default=10.0, help="gradient penalty weight for wgangp")
     t.add_argument("--lambda_A", type=float, default=10.0, help="weight of cycle loss A -> B -> A")
     t.add_argument("--lambda_B", type=float, default=10.0, help="weight of cycle loss B -> A -> B")
@@ -140,7 +159,8 @@ def build_train_parser() -> argparse.ArgumentParser:
                    "score and cycle PSNR on a fixed subset of photos (0: never)")
     t.add_argument("--early_stop_patience", type=int, default=0, help="stop when --early_stop_metric has not "
                    "improved for this many evaluations (0: never); the best weights are kept as best_net_*.pth")
-    t.add_argument("--early_stop_metric", default="style_score", choices=["style_score", "content_ssim", "cycle_psnr"])
+    t.add_argument("--early_stop_metric", default="style_score", choices=["style_score", "content_ssim", "cycle_psnr"],
+                   help="what --eval_freq's evaluations keep the best weights by (higher is better)")
     t.add_argument("--finetune_from", default=None, help="start from another run's weights (a run folder)")
     t.add_argument("--finetune_epoch", default="latest", help="which of its checkpoints: latest or an epoch")
     t.add_argument("--freeze", nargs="*", default=[], help="keep these fixed: G_A, G_B, D_A, D_B, or generator "

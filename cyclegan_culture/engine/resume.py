@@ -19,8 +19,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.options import MODEL_FLAGS
+from cyclegan_culture.runs import checkpoint
 
 # Why each fixed flag cannot change mid-run (the reason goes into the one-line refusal).
 FIXED: dict[str, str] = {
@@ -95,3 +98,24 @@ def _show(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return " ".join(map(str, value)) or "(none)"
     return str(value)
+
+
+def restore_process_state(model: Any, state: dict[str, Any], dist: Any, batches_done: int, batch_size: int) -> int:
+    """RNG states and replay buffers of this rank; returns the batches done in the epoch, in this run's steps.
+    Resuming with the number of processes the run was saved with continues exactly; with another number, the
+    position in the epoch is kept (rounded down to whole steps, so a few images may be seen twice) and ranks
+    beyond rank 0 start new RNG streams."""
+    saved_world = int(state.get("world_size", 1))
+    world, rank = dist.world_size, dist.rank
+    if saved_world == world:
+        mine = state if rank == 0 else state["other_ranks"][rank - 1]
+        if rank > 0:
+            model.load_process_state_dict(mine)
+        checkpoint.restore_rng_states(mine["rng"])
+        return batches_done
+    if rank == 0:
+        checkpoint.restore_rng_states(state["rng"])
+    if dist.is_main:
+        tqdm.write(f"note: the run was saved with {saved_world} process(es) and resumes with {world}: training "
+                   "continues from the same epoch position but is not bit-identical to an uninterrupted run")
+    return batches_done * batch_size * saved_world // (batch_size * world)

@@ -50,20 +50,13 @@ def _output_stem(path: Path, folder: Path) -> str:
 def run_test(opt: argparse.Namespace) -> TestResult:
     run_dir = inside(Path(opt.checkpoints_dir), opt.name)
     options_mod.validate_run_name(opt.name)
-    # the run's networks (config.json / opt.json) unless given on the command line; shown and saved as used
-    config = model_config(run_dir, {k: getattr(opt, k) for k in (*ModelConfig.NETWORK_FIELDS, "no_dropout")
-                                    if k in opt._explicit})
-    for key in ModelConfig.NETWORK_FIELDS:
-        setattr(opt, key, getattr(config, key))
     if opt.num_test is not None and opt.num_test <= 0:
         raise UserError(f"--num_test must be positive, got {opt.num_test}")
     if not opt.dataroot:
         raise UserError("--dataroot is required: the folder holding testA and testB")
     device = select_device(opt.gpu_ids)
     dtype = amp_dtype(device, opt.amp)
-    plan = options_mod.execution_plan(opt, device, training=False)
-    G_A, G_B = (inference_weights(run_folder.load_generator(run_dir, opt.epoch, direction, device, plan, config), dtype,
-                                  opt.channels_last) for direction in ("AtoB", "BtoA"))
+    G_A, G_B = _load_generators(opt, run_dir, device, dtype)
     culture = load_culture(run_dir) if (run_dir / CULTURE_FILE).is_file() else load_culture(opt.dataroot)
 
     # direction BtoA: the model's A side was trained on the dataset's B folder.
@@ -72,49 +65,18 @@ def run_test(opt: argparse.Namespace) -> TestResult:
     out_dir = inside(Path(opt.results_dir), opt.name, f"{opt.phase}_{opt.epoch}")
     refuse_inside(out_dir, Path(opt.dataroot), "--results_dir", "the dataroot")
     prepare_output_dir(out_dir, "--results_dir")
-    images_dir = out_dir / "images"
-    sides = [("A", "B", a_folder, G_A, G_B), ("B", "A", b_folder, G_B, G_A)]
     sections: list[Section] = []
     skipped: list[tuple[str, str]] = []
     translated = {}
-    as_train = Preprocess(opt.preprocess, opt.load_size, opt.crop_size, flip=False)
-    for src, dst, folder_name, forward, backward in sides:
+    for src, dst, folder_name, forward, backward in (("A", "B", a_folder, G_A, G_B), ("B", "A", b_folder, G_B, G_A)):
         folder = Path(opt.dataroot) / folder_name
         if not folder.is_dir():
             tqdm.write(f"warning: {folder} not found; no {src} -> {dst} translations")
             continue
-        files, listing_skipped = image_folder(opt.dataroot, folder_name)
-        for path, reason in listing_skipped:
-            skipped.append((str(path), reason))
-            tqdm.write(f"warning: skipped {path}: {reason}")
-        files = files[: opt.num_test] if opt.num_test else files
-        stems = unique_names([Path(_output_stem(path, folder)) for path in files], files)
         section = Section(f"{_domain_name(culture, src)} -> {_domain_name(culture, dst)}",
                           columns=("input", "translation", "reconstruction"))
-        count = 0
-        for path, stem in tqdm(list(zip(files, stems)), desc=f"{src} -> {dst}", unit="img", mininterval=1.0,
-                               dynamic_ncols=True):
-            try:
-                img = load_rgb(path)
-            except BadImage as exc:
-                skipped.append((str(path), str(exc)))
-                tqdm.write(f"warning: skipped {path}: {exc}")
-                continue
-            if opt.test_preprocess == "as_train":
-                img = as_train(img, random.Random(f"{opt.seed}:test:{path.name}"))
-            real = pil_to_tensor(img).unsqueeze(0).to(device)
-            with torch.inference_mode():
-                fake = translate(forward, real, dtype)
-                rec = translate(backward, fake, dtype)
-            row = []
-            for label, tensor, caption in ((f"real_{src}", real, path.name), (f"fake_{dst}", fake, f"fake_{dst}"),
-                                           (f"rec_{src}", rec, f"rec_{src}")):
-                file_name = f"{stem}_{label}.png"
-                atomic_save_image(tensor_to_pil(tensor), images_dir / file_name)
-                row.append(Cell(f"images/{file_name}", caption))
-            section.rows.append(row)
-            count += 1
-        translated[src] = count
+        translated[src] = _translate_folder(opt, folder, (src, dst), (forward, backward), dtype, out_dir / "images",
+                                            section, skipped)
         sections.append(section)
     if not any(translated.values()):
         raise UserError(f"--dataroot {opt.dataroot}: no test images could be translated "
@@ -129,6 +91,58 @@ def run_test(opt: argparse.Namespace) -> TestResult:
     tqdm.write(f"Translated {summary}" + (f"; skipped {len(skipped)} files" if skipped else "")
                + f". Gallery: {page}")
     return TestResult(page, translated, skipped)
+
+
+def _load_generators(opt: argparse.Namespace, run_dir: Path, device: torch.device,
+                     dtype: torch.dtype | None) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """G_A and G_B of the run, built from its config.json / opt.json unless a network flag was given on the
+    command line; ``opt`` then shows (and test_opt.json saves) the networks as used."""
+    config = model_config(run_dir, {k: getattr(opt, k) for k in (*ModelConfig.NETWORK_FIELDS, "no_dropout")
+                                    if k in opt._explicit})
+    for key in ModelConfig.NETWORK_FIELDS:
+        setattr(opt, key, getattr(config, key))
+    plan = options_mod.execution_plan(opt, device, training=False)
+    return tuple(inference_weights(run_folder.load_generator(run_dir, opt.epoch, direction, device, plan, config),
+                                   dtype, opt.channels_last) for direction in ("AtoB", "BtoA"))
+
+
+def _translate_folder(opt: argparse.Namespace, folder: Path, sides: tuple[str, str],
+                      generators: tuple[torch.nn.Module, torch.nn.Module], dtype: torch.dtype | None,
+                      images_dir: Path, section: Section, skipped: list[tuple[str, str]]) -> int:
+    """Translate one folder's images and back, each into its own files; rows go into ``section``. Returns how
+    many were translated."""
+    (src, dst), (forward, backward) = sides, generators
+    files, listing_skipped = image_folder(folder.parent, folder.name)
+    for path, reason in listing_skipped:
+        skipped.append((str(path), reason))
+        tqdm.write(f"warning: skipped {path}: {reason}")
+    files = files[: opt.num_test] if opt.num_test else files
+    stems = unique_names([Path(_output_stem(path, folder)) for path in files], files)
+    as_train = Preprocess(opt.preprocess, opt.load_size, opt.crop_size, flip=False)
+    device = next(forward.parameters()).device
+    count = 0
+    for path, stem in tqdm(list(zip(files, stems)), desc=f"{src} -> {dst}", unit="img", mininterval=1.0,
+                           dynamic_ncols=True):
+        try:
+            img = load_rgb(path)
+        except BadImage as exc:
+            skipped.append((str(path), str(exc)))
+            tqdm.write(f"warning: skipped {path}: {exc}")
+            continue
+        if opt.test_preprocess == "as_train":
+            img = as_train(img, random.Random(f"{opt.seed}:test:{path.name}"))
+        real = pil_to_tensor(img).unsqueeze(0).to(device)
+        with torch.inference_mode():
+            fake = translate(forward, real, dtype)
+            rec = translate(backward, fake, dtype)
+        row = []
+        for label, tensor, caption in ((f"real_{src}", real, path.name), (f"fake_{dst}", fake, f"fake_{dst}"),
+                                       (f"rec_{src}", rec, f"rec_{src}")):
+            atomic_save_image(tensor_to_pil(tensor), images_dir / f"{stem}_{label}.png")
+            row.append(Cell(f"images/{stem}_{label}.png", caption))
+        section.rows.append(row)
+        count += 1
+    return count
 
 
 def _domain_name(culture: Culture, side: str) -> str:

@@ -35,7 +35,6 @@ from cyclegan_culture.runs import checkpoint, folder, guard
 from cyclegan_culture.runs.lock import RunLock
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_write_text, inside
-from cyclegan_culture.models import networks
 from cyclegan_culture.models import registry
 from cyclegan_culture.outputs import refuse_inside
 
@@ -98,7 +97,16 @@ class Trainer:
         self._stop_requested_at = 0.0
         self._stop_signal: int | None = None
         self.skipped: dict[str, str] = {}
+        state, changed = self._resolve_options(opt)
+        self._load_data(opt, state, changed)
+        self._build_model(opt, state, changed)
+        self._build_loader(opt)
+        self._write_run_files(opt, parser, state)
+        self.early_stop = (state or {}).get("early_stop") or {"best": None, "best_epoch": None, "bad_evals": 0}
+        self.early_stopped = False
 
+    def _resolve_options(self, opt: argparse.Namespace) -> tuple[dict | None, list[str]]:
+        """The state to resume (if resuming) and the flags that change on resume; all options checked."""
         state, changed = None, []
         if opt.continue_train and opt.start_over:
             raise UserError("--continue_train and --start_over contradict each other: choose one")
@@ -111,7 +119,9 @@ class Trainer:
             raise UserError("--dataroot is required: the folder holding trainA and trainB")
         options_mod.validate_train(opt)
         refuse_inside(self.run_dir, Path(opt.dataroot), "--checkpoints_dir", "the dataroot")
+        return state, changed
 
+    def _load_data(self, opt: argparse.Namespace, state: dict | None, changed: list[str]) -> None:
         self.dataset = UnpairedDataset(
             opt.dataroot, opt.phase, Preprocess(opt.preprocess, opt.load_size, opt.crop_size, not opt.no_flip,
                                                 options_mod.min_image_size(opt)),
@@ -129,16 +139,15 @@ class Trainer:
         if changed:
             tqdm.write("Resuming with changed flags (docs/reliability.md): " + ", ".join(f"--{k}" for k in changed))
 
-        seed_everything(opt.seed)  # the same initial weights on every rank
+    def _build_model(self, opt: argparse.Namespace, state: dict | None, changed: list[str]) -> None:
+        """The model (the same initial weights on every rank), then what it resumes or starts from."""
+        seed_everything(opt.seed)
         self.model = registry.build(vars(opt), self.device, options_mod.execution_plan(opt, self.device, True),
                                     training=True)
-        rank, world = self.dist.rank, self.dist.world_size
-        if rank > 0:  # each rank its own dropout noise and replay-buffer choices
-            seed_everything(opt.seed + 7919 * rank)
-            self.model.pool_rng.seed(f"{opt.seed}:{rank}")
-        self.epoch = opt.epoch_count
-        self.batches_done = 0
-        self.total_iters = 0
+        if self.dist.rank > 0:  # each rank its own dropout noise and replay-buffer choices
+            seed_everything(opt.seed + 7919 * self.dist.rank)
+            self.model.pool_rng.seed(f"{opt.seed}:{self.dist.rank}")
+        self.epoch, self.batches_done, self.total_iters = opt.epoch_count, 0, 0
         if state is not None:
             try:
                 self.model.load_state_dict(state["model"])
@@ -147,11 +156,12 @@ class Trainer:
                                 f"({str(exc)[:200]}); resume with the run's own model flags") from None
             self.epoch, self.batches_done, self.total_iters = (state["epoch"], state["batches_done"],
                                                                state["total_iters"])
-            self._restore_process_state(state)
+            self.batches_done = resume.restore_process_state(self.model, state, self.dist, self.batches_done,
+                                                             opt.batch_size)
             if resume.schedule_changed(changed):
                 self.model.follow_schedule(float(state.get("options", {}).get("lr", opt.lr)))
         elif opt.finetune_from:
-            self._load_finetune_weights(Path(opt.finetune_from), opt.finetune_epoch)
+            folder.load_finetune_weights(self.model.nets, Path(opt.finetune_from), opt.finetune_epoch)
         if opt.freeze:
             try:
                 frozen = self.model.freeze(opt.freeze)
@@ -164,11 +174,11 @@ class Trainer:
             for name, net in self.model.nets.items():
                 print(name, net, f"parameters: {sum(p.numel() for p in net.parameters()) / 1e6:.3f} M")
 
-        self.sampler = EpochSampler(len(self.dataset), opt.seed, shuffle=not opt.serial_batches, rank=rank,
-                                    world_size=world)
-        workers = opt.num_threads
+    def _build_loader(self, opt: argparse.Namespace) -> None:
+        self.sampler = EpochSampler(len(self.dataset), opt.seed, shuffle=not opt.serial_batches,
+                                    rank=self.dist.rank, world_size=self.dist.world_size)
         self.loader = DataLoader(self.dataset, batch_size=opt.batch_size, sampler=self.sampler,
-                                 num_workers=workers, persistent_workers=workers > 0,
+                                 num_workers=opt.num_threads, persistent_workers=opt.num_threads > 0,
                                  worker_init_fn=stop_signals.ignore_stop_signals,
                                  pin_memory=self.device.type == "cuda",
                                  # its own generator: creating an iterator must not consume the global torch
@@ -177,57 +187,20 @@ class Trainer:
         self.batches_per_epoch = math.ceil(self.sampler.per_process / opt.batch_size)
         self.last_epoch = opt.n_epochs + opt.n_epochs_decay + opt.epoch_count - 1
 
-        self.culture = load_culture(self.run_dir) if state is not None and (self.run_dir / CULTURE_FILE).is_file() \
-            else load_culture(opt.dataroot)
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in self.run_dir.glob(".*.tmp"):  # half-written files of a process killed while saving
-                stale.unlink(missing_ok=True)
-            options_mod.save_options(opt, parser, self.run_dir)
-            folder.save_config(self.run_dir, self.model.config, self.model.schedule)
-            if state is None or not (self.run_dir / CULTURE_FILE).is_file():  # a resumed run keeps its card
-                atomic_write_text(self.run_dir / CULTURE_FILE,
-                                  json.dumps(self.culture.to_dict(), indent=2, ensure_ascii=False))
-        self.early_stop = (state or {}).get("early_stop") or {"best": None, "best_epoch": None, "bad_evals": 0}
-        self.early_stopped = False
-
-    def _load_finetune_weights(self, run: Path, epoch: str) -> None:
-        """Start from another run's weights (same architecture); its optimizer state is not taken."""
-        if not run.is_dir():
-            raise UserError(f"--finetune_from {run}: run folder not found")
-        for name, net in self.model.nets.items():
-            path = checkpoint.network_path(run, epoch, name)
-            if not path.is_file():
-                if name.startswith("G"):
-                    raise UserError(f"--finetune_from: {path} not found; check --finetune_epoch")
-                tqdm.write(f"note: {path} not found; {name} starts from scratch")
-                continue
-            try:
-                networks.load_network_state(net, checkpoint.load_network_weights(path))
-            except ValueError as exc:
-                raise UserError(f"--finetune_from: {path} does not fit this run's architecture ({str(exc)[:160]}); "
-                                "use the same --netG/--ngf/--ndf/--norm as that run") from None
-        tqdm.write(f"Fine-tuning from {run} (epoch {epoch})")
-
-    def _restore_process_state(self, state: dict) -> None:
-        """RNG states and replay buffers of this rank. Resuming with the number of processes the run was saved
-        with continues exactly; with another number, the position in the epoch is kept (rounded down to whole
-        steps, so a few images may be seen twice) and ranks beyond rank 0 start new RNG streams."""
-        saved_world = int(state.get("world_size", 1))
-        world, rank = self.dist.world_size, self.dist.rank
-        if saved_world == world:
-            mine = state if rank == 0 else state["other_ranks"][rank - 1]
-            if rank > 0:
-                self.model.load_process_state_dict(mine)
-            checkpoint.restore_rng_states(mine["rng"])
+    def _write_run_files(self, opt: argparse.Namespace, parser: argparse.ArgumentParser, state: dict | None) -> None:
+        """opt.txt/opt.json, config.json and (for a new run) the culture card; a resumed run keeps its card."""
+        keep_card = state is not None and (self.run_dir / CULTURE_FILE).is_file()
+        self.culture = load_culture(self.run_dir) if keep_card else load_culture(opt.dataroot)
+        if not self.dist.is_main:
             return
-        if rank == 0:
-            checkpoint.restore_rng_states(state["rng"])
-        samples = self.batches_done * self.opt.batch_size * saved_world
-        self.batches_done = samples // (self.opt.batch_size * world)
-        if self.dist.is_main:
-            tqdm.write(f"note: the run was saved with {saved_world} process(es) and resumes with {world}: training "
-                       "continues from the same epoch position but is not bit-identical to an uninterrupted run")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.run_dir.glob(".*.tmp"):  # half-written files of a process killed while saving
+            stale.unlink(missing_ok=True)
+        options_mod.save_options(opt, parser, self.run_dir)
+        folder.save_config(self.run_dir, self.model.config, self.model.schedule)
+        if not keep_card:
+            atomic_write_text(self.run_dir / CULTURE_FILE, json.dumps(self.culture.to_dict(), indent=2,
+                                                                      ensure_ascii=False))
 
     # --- control ----------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -328,16 +301,7 @@ class Trainer:
                 self.total_iters += batch["A"].shape[0] * self.dist.world_size  # images seen by all ranks
                 loss_G_sum += float(model.loss_G.detach())
                 loss_G_count += 1
-                epoch_iter = self.batches_done * opt.batch_size * self.dist.world_size
-                if crossed(before, self.total_iters, opt.print_freq):
-                    losses = dict(zip(losses, self.dist.mean(list(losses.values()))))  # over all ranks
-                    point = LogPoint(epoch_iter, self.epoch + min(epoch_iter, len(self.dataset)) / len(self.dataset),
-                                     losses, model.learning_rates(), t_comp, t_data)
-                    for callback in self.callbacks:
-                        callback.on_log(self, point)
-                if crossed(before, self.total_iters, opt.display_freq):
-                    for callback in self.callbacks:
-                        callback.on_display(self, before)
+                losses = self._log_and_display(before, losses, t_comp, t_data)
                 bar.set_postfix_str(self._postfix(losses), refresh=False)
                 bar.update(1)
                 for callback in self.callbacks:
@@ -349,8 +313,28 @@ class Trainer:
         finally:
             bar.close()
 
-        # End of epoch: step the schedules, keep the weights, and save the state for the next epoch.
-        model.update_learning_rate(self.dist.mean([loss_G_sum / max(loss_G_count, 1)])[0])
+        return self._end_epoch(loss_G_sum / max(loss_G_count, 1), epoch_start)
+
+    def _log_and_display(self, before: int, losses: dict[str, float], t_comp: float, t_data: float
+                         ) -> dict[str, float]:
+        """The callbacks' logging (losses averaged over all ranks) and display points of this step."""
+        opt = self.opt
+        if crossed(before, self.total_iters, opt.print_freq):
+            losses = dict(zip(losses, self.dist.mean(list(losses.values()))))
+            epoch_iter = self.batches_done * opt.batch_size * self.dist.world_size
+            point = LogPoint(epoch_iter, self.epoch + min(epoch_iter, len(self.dataset)) / len(self.dataset),
+                             losses, self.model.learning_rates(), t_comp, t_data)
+            for callback in self.callbacks:
+                callback.on_log(self, point)
+        if crossed(before, self.total_iters, opt.display_freq):
+            for callback in self.callbacks:
+                callback.on_display(self, before)
+        return losses
+
+    def _end_epoch(self, loss_G_mean: float, epoch_start: float) -> bool:
+        """Step the schedules, keep the weights, save the state for the next epoch; True to stop."""
+        model = self.model
+        model.update_learning_rate(self.dist.mean([loss_G_mean])[0])
         self.dist.check_same_weights(model.nets)
         for callback in self.callbacks:
             callback.on_epoch_end(self)
@@ -422,7 +406,3 @@ def _format_seconds(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def train(opt: argparse.Namespace, parser: argparse.ArgumentParser) -> TrainResult:
-    return Trainer(opt, parser).run()

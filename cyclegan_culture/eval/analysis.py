@@ -168,6 +168,32 @@ def separating_features(Z: np.ndarray, y: np.ndarray, keys: list[str], top: int 
 
 
 # --- models --------------------------------------------------------------------------------------------------------
+def _translate_photos(files: list[Path], forward: Stylizer, backward: Stylizer, keep_images: bool, desc: str
+                      ) -> tuple[list[dict], list[dict], dict[str, list[Image.Image]]]:
+    """Each photo translated and back: the translations' fingerprint rows, the content and cycle metrics per
+    pair, and (with ``keep_images``) the photos and translations themselves."""
+    rows, pair_metrics = [], []
+    kept: dict[str, list[Image.Image]] = {"photos": [], "translations": []}
+    for path in tqdm(files, desc=desc, unit="img", leave=False, dynamic_ncols=True):
+        try:
+            photo = fp.as_array(load_rgb(path))
+        except BadImage:
+            continue
+        photo_img = Image.fromarray((photo * 255).round().astype(np.uint8))
+        translated = forward.stylize(photo_img)
+        reconstructed = backward.stylize(translated)
+        t_arr = np.asarray(translated, dtype=np.float64) / 255.0
+        r_arr = np.asarray(reconstructed, dtype=np.float64) / 255.0
+        rows.append({"file": str(path), **fp.fingerprint(t_arr)})
+        if keep_images:
+            kept["photos"].append(photo_img)
+            kept["translations"].append(translated)
+        content = metrics.compute(["ssim_grey", "ssim_edges"], photo, t_arr)
+        cycle = metrics.compute(["psnr", "ssim_rgb"], photo, r_arr)
+        pair_metrics.append({**content, "cycle_psnr": cycle["psnr"], "cycle_ssim": cycle["ssim_rgb"]})
+    return rows, pair_metrics, kept
+
+
 def evaluate_model(run_dir: Path, groups: list[Group], classifier: SoftmaxClassifier, scale: Standardizer,
                    group_means_z: np.ndarray, epoch: str = "latest", max_images: int | None = None,
                    photos_dir: Path | None = None, keep_images: bool = False) -> dict:
@@ -187,25 +213,7 @@ def evaluate_model(run_dir: Path, groups: list[Group], classifier: SoftmaxClassi
     forward = Stylizer.from_pretrained(run_dir, epoch=epoch, direction="AtoB", device="cpu", tile=0)
     backward = Stylizer.from_pretrained(run_dir, epoch=epoch, direction="BtoA", device="cpu", tile=0)
     files = list_images(photos_dir)[0][:max_images]
-    rows, pair_metrics = [], []
-    kept: dict[str, list[Image.Image]] = {"photos": [], "translations": []}
-    for path in tqdm(files, desc=f"model {run_dir.name}", unit="img", leave=False, dynamic_ncols=True):
-        try:
-            photo = fp.as_array(load_rgb(path))
-        except BadImage:
-            continue
-        photo_img = Image.fromarray((photo * 255).round().astype(np.uint8))
-        translated = forward.stylize(photo_img)
-        reconstructed = backward.stylize(translated)
-        t_arr = np.asarray(translated, dtype=np.float64) / 255.0
-        r_arr = np.asarray(reconstructed, dtype=np.float64) / 255.0
-        rows.append({"file": str(path), **fp.fingerprint(t_arr)})
-        if keep_images:
-            kept["photos"].append(photo_img)
-            kept["translations"].append(translated)
-        content = metrics.compute(["ssim_grey", "ssim_edges"], photo, t_arr)
-        cycle = metrics.compute(["psnr", "ssim_rgb"], photo, r_arr)
-        pair_metrics.append({**content, "cycle_psnr": cycle["psnr"], "cycle_ssim": cycle["ssim_rgb"]})
+    rows, pair_metrics, kept = _translate_photos(files, forward, backward, keep_images, f"model {run_dir.name}")
     if not rows:
         raise UserError(f"{photos_dir}: no photos could be read for {run_dir}")
     X = np.array([[r[f] for f in fp.FEATURES] for r in rows])
@@ -235,24 +243,23 @@ def evaluate_model(run_dir: Path, groups: list[Group], classifier: SoftmaxClassi
 
 
 # --- the whole analysis ------------------------------------------------------------------------------------------
-def analyze(datasets: list[Path], models: list[Path], out: Path, max_images: int | None = None,
-            epoch: str = "latest", inception_weights: Path | None = None,
-            write_report: Callable[..., None] | None = None) -> dict:
-    """Fingerprint the datasets' groups and the models' translations; write features.csv, summary.json and
-    metrics.jsonl into ``out``, and the page through ``write_report(out, summary, groups, X, y)``
-    (viz.report.write_report, passed in by the caller so that eval does not depend on viz)."""
-    datasets = list(datasets)
-    inception = InceptionFeatures(inception_weights) if inception_weights else None  # fail before the long work
-    for run_dir in models:  # a model's own dataset is analysed too
+def _with_models_datasets(datasets: list[Path], models: list[Path]) -> list[Path]:
+    """The datasets, plus each model's own dataset (from its opt.json) where it is not among them."""
+    for run_dir in models:
         saved = folder.load_run_options(Path(run_dir)) or {}
         root = Path(saved.get("dataroot", ""))
         if saved.get("dataroot") and root.is_dir() and root.resolve() not in {Path(d).resolve() for d in datasets}:
             datasets.append(root)
-    groups = gather_groups(datasets)
+    return datasets
+
+
+def _fingerprint_groups(groups: list[Group], max_images: int | None
+                        ) -> tuple[list[dict], list[tuple[str, str]], np.ndarray, np.ndarray]:
+    """Per image: its fingerprint row (with its group); the files skipped; features X and group indices y."""
     keys = [g.key for g in groups]
     all_rows: list[dict] = []
     skipped: list[tuple[str, str]] = []
-    for gi, group in enumerate(groups):
+    for group in groups:
         rows, bad = fingerprint_files(group.files[:max_images], desc=group.key)
         skipped += bad
         for r in rows:
@@ -263,6 +270,19 @@ def analyze(datasets: list[Path], models: list[Path], out: Path, max_images: int
     for gi, group in enumerate(groups):
         if not (y == gi).any():
             raise UserError(f"{group.title}: none of its images could be read")
+    return all_rows, skipped, X, y
+
+
+def analyze(datasets: list[Path], models: list[Path], out: Path, max_images: int | None = None,
+            epoch: str = "latest", inception_weights: Path | None = None,
+            write_report: Callable[..., None] | None = None) -> dict:
+    """Fingerprint the datasets' groups and the models' translations; write features.csv, summary.json and
+    metrics.jsonl into ``out``, and the page through ``write_report(out, summary, groups, X, y)``
+    (viz.report.write_report, passed in by the caller so that eval does not depend on viz)."""
+    inception = InceptionFeatures(inception_weights) if inception_weights else None  # fail before the long work
+    groups = gather_groups(_with_models_datasets(list(datasets), models))
+    keys = [g.key for g in groups]
+    all_rows, skipped, X, y = _fingerprint_groups(groups, max_images)
     scale = Standardizer(X)
     Z = scale(X)
     means_z = np.array([Z[y == gi].mean(0) for gi in range(len(groups))])

@@ -10,8 +10,20 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 
+class _Record:
+    """from_dict / to_dict for the dataclasses below."""
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Any:
+        """From options (``vars(opt)``), opt.json or config.json: known fields taken, others ignored."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Record):
     """The networks and the training objective of one model."""
 
     model: str = "cycle_gan"
@@ -41,17 +53,9 @@ class ModelConfig:
     NETWORK_FIELDS = ("input_nc", "output_nc", "ngf", "ndf", "netG", "netD", "n_layers_D", "norm", "use_dropout",
                       "upsample", "init_type", "init_gain")
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
-        """From options (``vars(opt)``), opt.json or config.json: known fields taken, others ignored."""
-        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class TrainSchedule:
+class TrainSchedule(_Record):
     """The optimizer and the learning-rate schedule."""
 
     optimizer: str = "adam"
@@ -63,10 +67,3 @@ class TrainSchedule:
     n_epochs_decay: int = 100
     epoch_count: int = 1
     lr_decay_iters: int = 50
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainSchedule":
-        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

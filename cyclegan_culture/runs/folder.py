@@ -1,6 +1,6 @@
-"""A run folder's description and its generators: opt.json (the resolved flags, the reference's way),
-config.json (the typed model configuration), which epochs are saved, and ``load_generator`` — the one way test,
-stylize, compare, analyze and export load a trained generator."""
+"""A run folder's description and its weights: opt.json (the resolved flags, the reference's way), config.json
+(the typed model configuration), which epochs are saved, ``load_generator`` — the one way test, stylize,
+compare, analyze and export load a trained generator — and the weights fine-tuning starts from."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_write_text
@@ -93,3 +94,23 @@ def load_generator(run_dir: Path, epoch: str, direction: str, device: torch.devi
     config = config or read_model_config(run_dir)
     name = "G_A" if direction == "AtoB" else "G_B"
     return load_generator_file(generator_file(run_dir, str(epoch), name), config, direction, device, plan)
+
+
+def load_finetune_weights(nets: dict[str, nn.Module], run: Path, epoch: str) -> None:
+    """Another run's weights into ``nets`` (same architecture), for --finetune_from; generators are required,
+    a missing discriminator starts from scratch with a note."""
+    if not run.is_dir():
+        raise UserError(f"--finetune_from {run}: run folder not found")
+    for name, net in nets.items():
+        path = network_path(run, epoch, name)
+        if not path.is_file():
+            if name.startswith("G"):
+                raise UserError(f"--finetune_from: {path} not found; check --finetune_epoch")
+            tqdm.write(f"note: {path} not found; {name} starts from scratch")
+            continue
+        try:
+            networks.load_network_state(net, load_network_weights(path))
+        except ValueError as exc:
+            raise UserError(f"--finetune_from: {path} does not fit this run's architecture ({str(exc)[:160]}); "
+                            "use the same --netG/--ngf/--ndf/--norm as that run") from None
+    tqdm.write(f"Fine-tuning from {run} (epoch {epoch})")
