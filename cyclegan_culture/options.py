@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from cyclegan_culture.accel import CONV_ALGORITHMS, ExecutionPlan, make_plan
+from cyclegan_culture.accel import CONV_ALGORITHMS, ExecutionPlan, PlanError, make_plan
 from cyclegan_culture.devices import parse_gpu_ids
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_write_text
@@ -322,8 +322,11 @@ def format_options(opt: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 def execution_plan(opt: argparse.Namespace, device: torch.device, training: bool) -> ExecutionPlan:
     """The one place where the speed flags become an execution plan (cyclegan_culture.accel)."""
-    return make_plan(device, getattr(opt, "amp", False), getattr(opt, "channels_last", "off"),
-                     getattr(opt, "conv_algorithm", "auto"), getattr(opt, "compile", False), opt.norm, training)
+    try:
+        return make_plan(device, getattr(opt, "amp", False), getattr(opt, "channels_last", "off"),
+                         getattr(opt, "conv_algorithm", "auto"), getattr(opt, "compile", False), opt.norm, training)
+    except PlanError as exc:
+        raise UserError(f"--{exc.setting}: {exc}") from None
 
 
 def save_options(opt: argparse.Namespace, parser: argparse.ArgumentParser, run_dir: Path,

@@ -228,7 +228,7 @@ def test_auto_layout_is_nchw_on_cuda_and_on_is_refused_where_nhwc_instance_norm_
     assert acceleration.memory_format("on", cuda) == torch.channels_last
     monkeypatch.setattr(acceleration, "instance_norm_nhwc_is_correct", lambda device_type: False)
     assert acceleration.memory_format("on", cuda, norm="batch") == torch.channels_last
-    with pytest.raises(UserError, match="--channels_last"):
+    with pytest.raises(acceleration.PlanError, match="wrong instance-norm"):
         acceleration.memory_format("on", cuda)
 
 

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from cyclegan_culture import options
-from cyclegan_culture.errors import UserError
-from cyclegan_culture.accel.plan import conv_algorithm
+from cyclegan_culture.accel.plan import PlanError, conv_algorithm
 from cyclegan_culture.accel.swap import swap_layers
 from cyclegan_culture.models import registry
 from cyclegan_culture.models.cycle_gan import CycleGANModel
@@ -205,5 +204,6 @@ def test_algorithm_resolution():
     assert conv_algorithm("auto", cpu, compile_=True) == "direct"
     assert conv_algorithm("auto", cuda) == "direct"
     assert conv_algorithm("winograd", cpu) == "winograd"
-    with pytest.raises(UserError, match="--conv_algorithm"):
+    with pytest.raises(PlanError, match="unknown 'fft'") as refused:
         conv_algorithm("fft", cpu)
+    assert refused.value.setting == "conv_algorithm"

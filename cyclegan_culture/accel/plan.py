@@ -14,9 +14,15 @@ from torch import nn
 
 from cyclegan_culture.accel.layers import InstanceNorm
 from cyclegan_culture.accel.swap import swap_layers
-from cyclegan_culture.errors import UserError
-
 CONV_ALGORITHMS = ("auto", "direct", "winograd")
+
+
+class PlanError(ValueError):
+    """A setting that cannot work here; ``setting`` names it (options.execution_plan turns it into the flag)."""
+
+    def __init__(self, setting: str, message: str):
+        super().__init__(message)
+        self.setting = setting
 
 
 @dataclass(frozen=True)
@@ -87,9 +93,9 @@ def memory_format(setting: str, device: torch.device, norm: str = "instance",
     if setting == "off" or (setting == "auto" and (device.type != "cpu" or not training)):
         return torch.contiguous_format
     if norm == "instance" and not instance_norm_nhwc_is_correct(device.type):
-        raise UserError(f"--channels_last: this PyTorch ({torch.__version__}) computes wrong instance-norm "
+        raise PlanError("channels_last", f"this PyTorch ({torch.__version__}) computes wrong instance-norm "
                         f"gradients for single images in channels_last layout on {device.type}; use "
-                        "--channels_last off (or auto)")
+                        "channels_last off (or auto)")
     return torch.channels_last
 
 
@@ -120,7 +126,7 @@ def conv_algorithm(setting: str, device: torch.device, compile_: bool = False) -
     (48x48 in NCHW; measured faster there), and is 'direct' on CUDA, whose libraries pick their own
     algorithms, and under --compile, which generates its own convolution code."""
     if setting not in CONV_ALGORITHMS:
-        raise UserError(f"--conv_algorithm: unknown {setting!r}; use one of {', '.join(CONV_ALGORITHMS)}")
+        raise PlanError("conv_algorithm", f"unknown {setting!r}; use one of {', '.join(CONV_ALGORITHMS)}")
     if setting == "auto" and (device.type != "cpu" or compile_):
         return "direct"
     return setting
