@@ -103,7 +103,7 @@ class ReferenceStep:
         for net in model.nets.values():
             net.to(memory_format=torch.contiguous_format)
         model.memory_format = torch.contiguous_format
-        opt = model.opt
+        opt = model.schedule
         self.optimizer_G = torch.optim.Adam(itertools.chain(model.G_A.parameters(), model.G_B.parameters()),
                                             lr=opt.lr, betas=(opt.beta1, 0.999))
         self.optimizer_D = torch.optim.Adam(itertools.chain(model.D_A.parameters(), model.D_B.parameters()),
@@ -115,7 +115,7 @@ class ReferenceStep:
         return torch.nn.functional.mse_loss(pred, target.expand_as(pred))
 
     def __call__(self) -> None:
-        m, opt = self.m, self.m.opt
+        m, opt = self.m, self.m.config
         fake_B = m.G_A(m.real_A)
         rec_A = m.G_B(fake_B)
         fake_A = m.G_B(m.real_B)
