@@ -1,3 +1,4 @@
+# make try:    install, render the example photos with every shipped culture model (under a minute).
 # make demo:   install, train the CPU preset on photo2guohua (~15 min on 2 cores), write the test gallery.
 # make test:   install with test extras, run the test suite.
 # make visdom: install, then start the live-monitoring server on http://127.0.0.1:8097 (offline).
@@ -8,14 +9,14 @@ STAMP := $(VENV)/.installed
 DEMO_NAME ?= photo2guohua_cpu
 DEMO_DATA ?= datasets/photo2guohua
 
-.PHONY: install test demo visdom visdom-assets clean-demo
+.PHONY: install test try demo visdom visdom-assets clean-demo
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# visdom 0.2.4 is a source package whose build needs setuptools<81 (pkg_resources): install that first,
 	# build without isolation, and keep it pinned in the same resolution so nothing upgrades it
 	$(PY) -m pip install --quiet "setuptools<81" wheel
-	$(PY) -m pip install --quiet --no-build-isolation -e ".[test,visdom]" "setuptools<81"
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[test,visdom,app]" "setuptools<81"
 	$(MAKE) visdom-assets
 	touch $(STAMP)
 
@@ -29,6 +30,10 @@ visdom-assets:
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+try: $(STAMP)
+	$(PY) -m cyclegan_culture stylize --culture all cyclegan_culture/pretrained/examples --output results/try
+	@echo "Renderings: results/try/<culture>/ (the photos: cyclegan_culture/pretrained/examples/)"
 
 # Re-running `make demo` resumes an unfinished demo run (from any training state a crash left: .pt, .pt.new,
 # .prev.pt) instead of starting over; weights without any state (a kill inside the first save) are moved aside.

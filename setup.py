@@ -11,6 +11,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["cyclegan_culture", "cyclegan_culture.*"]),
+    # the shipped culture models, the app's page and its example photos travel inside the wheel
+    package_data={"cyclegan_culture": ["pretrained/cultures/*/*", "pretrained/examples/*", "app/static/*"]},
     install_requires=[
         "torch>=2.2",
         "torchvision>=0.17",
@@ -28,7 +30,10 @@ setup(
         "export": ["onnx>=1.15", "onnxruntime>=1.17"],
         # FID/KID in `analyze` (Inception weights supplied by the user; nothing is downloaded)
         "fid": ["torch-fidelity>=0.3"],
-        "test": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17", "torch-fidelity>=0.3"],
+        # the local web app (cyclegan-culture app)
+        "app": ["starlette>=0.37", "uvicorn>=0.29"],
+        "test": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17", "torch-fidelity>=0.3", "starlette>=0.37",
+                 "uvicorn>=0.29", "websocket-client>=1.6"],
     },
     entry_points={"console_scripts": ["cyclegan-culture=cyclegan_culture.cli:main"]},
 )

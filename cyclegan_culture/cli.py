@@ -59,6 +59,8 @@ def _stylize(argv: list[str]) -> int:
     p.add_argument("--suffix", default=None, help="add this to each output's name (photo.jpg -> photo_SUFFIX.jpg); "
                    "lets --output be the inputs' own folder")
     src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--culture", help="an installed culture (cyclegan-culture cultures lists them), or all: "
+                     "one rendering per culture, in OUTPUT/<culture>/")
     src.add_argument("--model", help="a run folder, e.g. checkpoints/photo2guohua (options from its opt.json)")
     src.add_argument("--checkpoint", help="a bare generator file, e.g. the reference's latest_net_G_A.pth")
     p.add_argument("--direction", default="AtoB", choices=["AtoB", "BtoA"], help="AtoB uses G_A, BtoA uses G_B")
@@ -74,6 +76,17 @@ def _stylize(argv: list[str]) -> int:
     flags = {k: getattr(args, k) for k in ("netG", "ngf", "norm", "upsample", "use_dropout", "no_dropout")
              if getattr(args, k) is not None}
     common = dict(device=device_for(args.gpu_ids), amp=args.amp, tile=args.tile, overlap=args.overlap)
+    if args.culture:
+        from cyclegan_culture.pretrained import catalog
+
+        keys = list(catalog.installed()) if args.culture == "all" else [catalog.find(args.culture).key]
+        if not keys:
+            raise UserError("--culture all: no cultures are installed (cyclegan-culture cultures add NAME --model RUN)")
+        for key in keys:
+            stylizer = Stylizer.from_pretrained(key, epoch="latest", direction=args.direction, **common, **flags)
+            output = Path(args.output) / key if args.culture == "all" else Path(args.output)
+            stylize_paths(stylizer, args.inputs, output, args.suffix)
+        return 0
     if args.model:
         stylizer = Stylizer.from_pretrained(args.model, epoch=args.epoch, direction=args.direction, **common,
                                             **flags)
@@ -139,6 +152,7 @@ def _analyze(argv: list[str]) -> int:
     from pathlib import Path
 
     from cyclegan_culture.eval.analysis import analyze
+    from cyclegan_culture.eval.judge import load_judge
     from cyclegan_culture.viz.report import write_report
     from cyclegan_culture.options import ArgumentParser
     from cyclegan_culture.outputs import prepare_output_dir, refuse_inside
@@ -153,17 +167,155 @@ def _analyze(argv: list[str]) -> int:
     p.add_argument("--inception-weights", dest="inception_weights", default=None,
                    help="FID/KID: torch-fidelity's Inception-v3 weights file (pt_inception-2015-12-05-6726825d.pth, "
                    "copied here by hand; nothing is downloaded); needs pip install torch-fidelity")
+    p.add_argument("--judge", default=None, help="a culture judge folder (cyclegan-culture judge train): its "
+                   "verdict on each model's translations is reported beside the feature classifier's")
     args = p.parse_args(argv)
     if args.max_images is not None and args.max_images <= 0:
         raise UserError(f"--max_images must be positive, got {args.max_images}")
     for dataset in args.datasets:
         refuse_inside(Path(args.out), Path(dataset), "--out", "the dataset")
     prepare_output_dir(Path(args.out), "--out", create=False)
+    judge = load_judge(args.judge) if args.judge else None
     summary = analyze([Path(d) for d in args.datasets], [Path(m) for m in args.models], Path(args.out),
                       args.max_images, args.epoch, Path(args.inception_weights) if args.inception_weights else None,
-                      write_report)
+                      write_report, judge)
     print(f"Classifier accuracy {summary['classifier']['accuracy']:.3f} over {len(summary['groups'])} groups; "
           f"report: {Path(args.out) / 'index.html'}")
+    return 0
+
+
+def _judge(argv: list[str]) -> int:
+    from cyclegan_culture.options import ArgumentParser
+
+    p = ArgumentParser(prog="cyclegan-culture judge",
+                       description="A learned culture judge: train one on real art and photos, or score translations.")
+    sub = p.add_subparsers(dest="action", required=True, parser_class=ArgumentParser)
+    t = sub.add_parser("train", help="train a judge from scratch (CPU, minutes)")
+    t.add_argument("--datasets", nargs="+", required=True, help="dataset folders (trainA/trainB + culture.json; "
+                   "their test folders validate) or image folders named after their class (e.g. pool/guohua)")
+    t.add_argument("--out", required=True, help="a new folder for judge.pt and judge.json, e.g. judges/pool")
+    t.add_argument("--exclude", default=None, help="a text file of image file names never to train or validate on "
+                   "(held-out photos)")
+    t.add_argument("--size", type=int, default=64, help="the one scale the judge sees, in pixels")
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("score", help="score folders of translations (and the floors) with a judge")
+    s.add_argument("--judge", required=True, help="a judge folder (from judge train)")
+    s.add_argument("--outputs", nargs="+", required=True, help="folders of translations, one row each")
+    s.add_argument("--target", required=True, help="the culture the translations aim at, e.g. guohua")
+    s.add_argument("--inputs", default=None, help="the source photos: adds content SSIM and the floor rows")
+    s.add_argument("--art", default=None, help="real paintings of the target culture for the floors that borrow "
+                   "from art (colour transfer, cross-fade)")
+    s.add_argument("--report", default=None, help="also write the rows to this JSON file")
+    args = p.parse_args(argv)
+    if args.action == "train":
+        return _judge_train(args)
+    return _judge_score(args)
+
+
+def _judge_train(args) -> int:
+    from pathlib import Path
+
+    from cyclegan_culture.eval.judge import CONFIG_FILE, gather, train_judge
+    from cyclegan_culture.outputs import prepare_output_dir
+
+    out = Path(args.out)
+    if (out / CONFIG_FILE).exists():
+        raise UserError(f"--out {out}: already holds a judge; choose a new folder (nothing was written)")
+    if args.size < 16 or args.epochs < 1:
+        raise UserError("--size must be at least 16 and --epochs at least 1")
+    exclude = set()
+    if args.exclude:
+        try:
+            exclude = {line.strip() for line in Path(args.exclude).read_text(encoding="utf-8").splitlines()
+                       if line.strip() and not line.startswith("#")}
+        except OSError as exc:
+            raise UserError(f"--exclude {args.exclude}: cannot read it ({exc.strerror})") from None
+    items = gather([Path(d) for d in args.datasets], exclude)
+    prepare_output_dir(out, "--out")
+    judge, report = train_judge(items, size=args.size, epochs=args.epochs, seed=args.seed)
+    judge.info["datasets"] = [str(d) for d in args.datasets]
+    judge.info["excluded"] = len(exclude)
+    judge.save(out)
+    per_class = ", ".join(f"{c} {a:.2f}" for c, a in report["per_class"].items())
+    balanced = report["balanced_accuracy"]
+    print(f"Judge saved to {out}; validation balanced accuracy "
+          f"{'n/a' if balanced is None else f'{balanced:.3f}'} on {report['images']} images ({per_class})")
+    return 0
+
+
+def _judge_score(args) -> int:
+    import json
+    from pathlib import Path
+
+    from cyclegan_culture.eval.judge import load_judge
+    from cyclegan_culture.eval.judge_score import score, table
+    from cyclegan_culture.files import atomic_write_text
+
+    judge = load_judge(args.judge)
+    rows = score(judge, [Path(o) for o in args.outputs], args.target, Path(args.inputs) if args.inputs else None,
+                 Path(args.art) if args.art else None)
+    print(table(rows, args.target))
+    if args.report:
+        atomic_write_text(Path(args.report), json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
+    return 0
+
+
+def _cultures(argv: list[str]) -> int:
+    from pathlib import Path
+
+    from cyclegan_culture.options import ArgumentParser
+    from cyclegan_culture.pretrained import catalog
+
+    p = ArgumentParser(prog="cyclegan-culture cultures",
+                       description="The cultures installed for stylize --culture, the app and Stylizer.from_pretrained.")
+    sub = p.add_subparsers(dest="action", parser_class=ArgumentParser)
+    sub.add_parser("list", help="list them (the default)")
+    add = sub.add_parser("add", help="install a trained run under a name")
+    add.add_argument("name", help="e.g. guohua_mine (lower-case letters, digits, - and _)")
+    add.add_argument("--model", required=True, help="the run folder, e.g. checkpoints/photo2guohua")
+    add.add_argument("--epoch", default="latest")
+    rm = sub.add_parser("remove", help="uninstall a culture you added")
+    rm.add_argument("name")
+    args = p.parse_args(argv)
+    if args.action == "add":
+        model = catalog.install(args.name, Path(args.model), args.epoch)
+        print(f"Installed {model.culture.title()} as {model.key!r} in {model.folder}")
+        return 0
+    if args.action == "remove":
+        print(f"Removed {catalog.remove(args.name)}")
+        return 0
+    models = catalog.installed()
+    if not models:
+        print("No cultures installed.")
+    for key, model in models.items():
+        culture = model.culture
+        origin = "shipped" if model.shipped else f"yours: {model.folder}"
+        print(f"{key:<14} {culture.title()} ({culture.region}; {origin})\n{'':<14} {model.summary()}")
+    return 0
+
+
+def _app(argv: list[str]) -> int:
+    from cyclegan_culture.devices import device_for
+    from cyclegan_culture.options import ArgumentParser
+
+    p = ArgumentParser(prog="cyclegan-culture app",
+                       description="A local web page: drop a photo, tick cultures, see and download each rendering.")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; only this computer can reach the "
+                   "default (0.0.0.0 lets others on your network in)")
+    p.add_argument("--gpu_ids", default=None, help="-1 for CPU (default: first GPU if any)")
+    args = p.parse_args(argv)
+    try:
+        from cyclegan_culture.app import server
+    except ImportError as exc:
+        raise UserError(f"the app needs its extra ({exc.name} is missing): pip install \"cyclegan-culture[app]\"") \
+            from None
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"note: listening on {args.host}: other computers that can reach it can use the app")
+    print(f"cyclegan-culture app on http://{'127.0.0.1' if args.host == '0.0.0.0' else args.host}:{args.port} "
+          "(Ctrl+C stops it)")
+    server.serve(args.port, args.host, str(device_for(args.gpu_ids)))
     return 0
 
 
@@ -198,6 +350,9 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "compare": (_compare, "the same photos rendered by several cultures' models, on one page"),
     "export": (_export, "export a generator to TorchScript or ONNX"),
     "analyze": (_analyze, "measure how cultures differ, in real art and in models' translations"),
+    "app": (_app, "a local web page: drop a photo, see it as each culture's art"),
+    "cultures": (_cultures, "the cultures ready to use by name: list, add a trained run, remove"),
+    "judge": (_judge, "a learned culture judge: train it, score translations against the floors"),
     "visdom": (_visdom, "start a Visdom server for live monitoring, offline (--install-assets: only install)"),
 }
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -19,10 +20,11 @@ from torch import nn
 
 from cyclegan_culture import options as options_mod
 from cyclegan_culture.accel import ExecutionPlan, amp_dtype, inference_weights, make_plan
-from cyclegan_culture.data.images import pil_to_tensor, tensor_to_pil
+from cyclegan_culture.data.images import BadImage, load_rgb, pil_to_tensor, tensor_to_pil
 from cyclegan_culture.devices import device_for
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.models.config import ModelConfig
+from cyclegan_culture.pretrained import catalog
 from cyclegan_culture.runs import folder
 
 SIZE_MULTIPLE = 4  # two stride-2 downsamplings: sizes divisible by 4 come back unchanged
@@ -172,14 +174,20 @@ class Stylizer:
             raise UserError(f"--overlap {overlap} must be at least 0 and less than half of --tile {tile}")
 
     @classmethod
-    def from_pretrained(cls, run_dir: str | Path, epoch: str = "latest", direction: str = "AtoB",
+    def from_pretrained(cls, name_or_run: str | Path, epoch: str = "latest", direction: str = "AtoB",
                         device: torch.device | str | None = None, amp: bool = False, tile: int = 512,
                         overlap: int = 64, **model_flags: object) -> "Stylizer":
-        """Load G_A (direction AtoB) or G_B (BtoA) of a run folder; the architecture comes from its opt.json,
+        """Load an installed culture by name (``"guohua"``; ``cyclegan-culture cultures`` lists them), or G_A
+        (direction AtoB) or G_B (BtoA) of a run folder; the architecture comes from its config.json / opt.json,
         and ``model_flags`` (netG=..., ngf=..., norm=...) override it, e.g. for runs trained by the reference."""
-        run_dir = Path(run_dir)
+        run_dir = Path(name_or_run)
         if not run_dir.is_dir():
-            raise UserError(f"{run_dir}: run folder not found")
+            if isinstance(name_or_run, Path) or any(sep in str(name_or_run) for sep in ("/", "\\")):
+                raise UserError(f"{run_dir}: run folder not found")
+            run_dir = catalog.find(str(name_or_run)).folder
+            if direction != "AtoB":
+                raise UserError(f"culture {name_or_run!r} holds only its photo -> culture generator; use "
+                                "direction AtoB, or a run folder for BtoA")
         if direction not in ("AtoB", "BtoA"):
             raise UserError(f"--direction {direction!r}: use AtoB or BtoA")
         config = model_config(run_dir, model_flags)
@@ -205,9 +213,23 @@ class Stylizer:
             return translate_tiled(self._tiled, image, self.tile, self.overlap, self.dtype, self._norms)
         return translate(self.generator, image, self.dtype)
 
-    def stylize(self, image: Image.Image) -> Image.Image:
-        """A PIL image in, the translated PIL image out, same width and height."""
-        return tensor_to_pil(self.stylize_tensor(pil_to_tensor(image.convert("RGB")).unsqueeze(0)))
+    def stylize(self, image: ImageLike) -> ImageLike:
+        """Translate one image at its own size, returned as the kind it came in: a PIL image gives a PIL image; a
+        numpy array (H, W, 3), uint8 or float in [0, 1], the same; a tensor (3, H, W) or (N, 3, H, W) in [0, 1]
+        (torchvision's convention), the same; a file path gives a PIL image."""
+        if isinstance(image, (str, Path)):
+            try:
+                return self.stylize(load_rgb(image))
+            except BadImage as exc:
+                raise UserError(f"{image}: {exc}") from None
+        if isinstance(image, Image.Image):
+            return tensor_to_pil(self.stylize_tensor(pil_to_tensor(image.convert("RGB")).unsqueeze(0)))
+        if isinstance(image, np.ndarray):
+            return _stylize_array(self, image)
+        if isinstance(image, torch.Tensor):
+            return _stylize_unit_tensor(self, image)
+        raise UserError(f"stylize() takes a file path, a PIL image, a numpy array or a tensor, not "
+                        f"{type(image).__name__}")
 
     def stylize_batch(self, images: Iterable[Image.Image]) -> list[Image.Image]:
         """Several images (any sizes); same-size images go through the network together."""
@@ -227,6 +249,34 @@ class Stylizer:
             for i, t in zip(idx, out):
                 results[i] = tensor_to_pil(t)
         return results  # type: ignore[return-value]
+
+
+ImageLike = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
+
+
+def _stylize_array(stylizer: Stylizer, arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise UserError(f"stylize(): a numpy image must be (H, W, 3), got shape {arr.shape}")
+    floating = np.issubdtype(arr.dtype, np.floating)
+    as_uint8 = np.clip(np.rint(arr[:, :, :3] * 255), 0, 255).astype(np.uint8) if floating else \
+        arr[:, :, :3].astype(np.uint8)
+    out = np.asarray(stylizer.stylize(Image.fromarray(as_uint8)))
+    return (out.astype(arr.dtype) / 255.0) if floating else out.astype(arr.dtype)
+
+
+def _stylize_unit_tensor(stylizer: Stylizer, t: torch.Tensor) -> torch.Tensor:
+    batched = t.dim() == 4
+    if t.dim() not in (3, 4) or t.shape[-3] != 3:
+        raise UserError(f"stylize(): a tensor image must be (3, H, W) or (N, 3, H, W), got {tuple(t.shape)}")
+    x = (t if batched else t.unsqueeze(0)).float()
+    if not t.is_floating_point():  # uint8 images: 0..255 in, 0..255 out
+        x = x / 255.0
+    out = torch.cat([stylizer.stylize_tensor(x[i:i + 1].to(stylizer.device) * 2 - 1) for i in range(x.shape[0])])
+    out = (out.float().clamp(-1, 1) + 1) / 2
+    out = out.to(t.device, t.dtype) if t.is_floating_point() else (out * 255).round().to(t.device, t.dtype)
+    return out if batched else out[0]
 
 
 def model_config(run_dir: Path | None, overrides: dict[str, object]) -> ModelConfig:

@@ -19,6 +19,7 @@ from cyclegan_culture.devices import parse_gpu_ids
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_write_text
 from cyclegan_culture.models.config import ModelConfig
+from cyclegan_culture.models.diffaugment import parse_policy
 from cyclegan_culture.models.registry import MODELS
 
 
@@ -155,12 +156,24 @@ def build_train_parser() -> argparse.ArgumentParser:
     t.add_argument("--lambda_identity", type=float, default=0.5,
                    help="identity loss weight, relative to lambda_A/lambda_B (0 disables)")
     t.add_argument("--pool_size", type=int, default=50, help="replay buffer of generated images (0 disables)")
+    t.add_argument("--diffaugment", default="", help="augment every image the discriminators see, real and "
+                   "generated, differentiably (DiffAugment): a comma list of color, translation, cutout; "
+                   "keeps small datasets (60-800 paintings) from being memorised")
+    t.add_argument("--ema_decay", type=float, default=0.0, help="keep an exponential moving average of each "
+                   "generator's weights (e.g. 0.999) and translate with it: smoother, steadier results (0: off)")
+    t.add_argument("--lambda_edge", type=float, default=0.0, help="weight of the edge loss: the translation keeps "
+                   "the main edges of its source (Sobel, at half size) as strokes (0: off)")
     t.add_argument("--eval_freq", type=int, default=0, help="every this many epochs, measure content SSIM, style "
                    "score and cycle PSNR on a fixed subset of photos (0: never)")
     t.add_argument("--early_stop_patience", type=int, default=0, help="stop when --early_stop_metric has not "
                    "improved for this many evaluations (0: never); the best weights are kept as best_net_*.pth")
-    t.add_argument("--early_stop_metric", default="style_score", choices=["style_score", "content_ssim", "cycle_psnr"],
-                   help="what --eval_freq's evaluations keep the best weights by (higher is better)")
+    t.add_argument("--early_stop_metric", default="style_score",
+                   choices=["style_score", "content_ssim", "cycle_psnr", "judge_score"],
+                   help="what --eval_freq's evaluations keep the best weights by (higher is better); judge_score "
+                   "needs --judge")
+    t.add_argument("--judge", default=None, help="a culture judge folder (cyclegan-culture judge train): "
+                   "--eval_freq's evaluations then report judge_score, the share of translations it takes for "
+                   "the culture")
     t.add_argument("--finetune_from", default=None, help="start from another run's weights (a run folder)")
     t.add_argument("--finetune_epoch", default="latest", help="which of its checkpoints: latest or an epoch")
     t.add_argument("--freeze", nargs="*", default=[], help="keep these fixed: G_A, G_B, D_A, D_B, or generator "
@@ -281,6 +294,14 @@ def validate_train(opt: argparse.Namespace) -> None:
     validate_data(opt)
     if opt.eval_freq < 0 or opt.early_stop_patience < 0:
         raise UserError("--eval_freq and --early_stop_patience must be 0 or more")
+    one_way = "BtoA" not in MODELS[opt.model].GENERATORS
+    if one_way and opt.gan_mode == "wgangp":
+        raise UserError(f"--model {opt.model} trains with lsgan, vanilla or hinge; --gan_mode wgangp is CycleGAN's only")
+    if one_way and opt.early_stop_metric == "cycle_psnr":
+        raise UserError(f"--early_stop_metric cycle_psnr: --model {opt.model} has no way back (no cycle); use "
+                        "style_score, content_ssim or judge_score")
+    if opt.early_stop_metric == "judge_score" and not opt.judge:
+        raise UserError("--early_stop_metric judge_score needs --judge (a folder from cyclegan-culture judge train)")
     if opt.early_stop_patience and not opt.eval_freq:
         raise UserError("--early_stop_patience needs --eval_freq (how often to evaluate)")
     for flag in ("n_epochs", "n_epochs_decay", "pool_size", "print_freq", "display_freq", "update_html_freq",
@@ -297,6 +318,12 @@ def validate_train(opt: argparse.Namespace) -> None:
         raise UserError(f"--lr must be positive, got {opt.lr}")
     if opt.lambda_A < 0 or opt.lambda_B < 0 or opt.lambda_identity < 0:
         raise UserError("--lambda_A, --lambda_B and --lambda_identity must be 0 or more")
+    if opt.lambda_edge < 0 or not 0 <= opt.ema_decay < 1:
+        raise UserError("--lambda_edge must be 0 or more and --ema_decay in [0, 1), e.g. 0.999")
+    try:
+        parse_policy(opt.diffaugment)
+    except ValueError as exc:
+        raise UserError(f"--diffaugment: {exc}") from None
 
 
 def validate_run_name(name: str) -> None:

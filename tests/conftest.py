@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,3 +51,32 @@ def make_dataset(root: Path, n_a: int = 4, n_b: int = 3, size: tuple[int, int] =
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "data")
+
+
+def make_run(run_dir: Path, culture: str, seed: int, ema: bool = False) -> Path:
+    """A run folder with an untrained tiny generator (enough to test loading and installing)."""
+    from cyclegan_culture.models import networks
+    from cyclegan_culture.models.config import ModelConfig
+
+    torch.manual_seed(seed)
+    config = ModelConfig(ngf=4, netG="resnet_6blocks", ema_decay=0.99 if ema else 0.0)
+    net = networks.define_G(3, 3, config.ngf, config.netG, config.norm, False, config.init_type, config.init_gain)
+    run_dir.mkdir(parents=True)
+    name = "G_A_ema" if ema else "G_A"
+    torch.save(net.state_dict(), run_dir / f"latest_net_{name}.pth")
+    (run_dir / "config.json").write_text(json.dumps({"model": "cycle_gan", "model_config": config.to_dict()}))
+    (run_dir / "culture.json").write_text(json.dumps({"name": culture.title(), "native_name": "文化",
+                                                       "region": "Somewhere", "description": f"Art of {culture}. "
+                                                       "More words.", "domain_B": culture}))
+    return run_dir
+
+
+@pytest.fixture
+def tiny_culture_home(tmp_path, monkeypatch):
+    """Two user cultures (ink, print) installed into a temporary home."""
+    from cyclegan_culture.pretrained import catalog
+
+    monkeypatch.setenv(catalog.HOME_ENV, str(tmp_path / "home"))
+    for i, key in enumerate(("ink", "print")):
+        catalog.install(key, make_run(tmp_path / "runs" / key, key, seed=i))
+    return tmp_path / "home"

@@ -13,7 +13,8 @@ from cyclegan_culture.inference import translate, translate_tiled, with_shared_s
 from cyclegan_culture.accel import plan as acceleration
 from cyclegan_culture.accel.swap import swap_layers
 from cyclegan_culture.models import registry
-from cyclegan_culture.models.cycle_gan import CycleGANModel, make_optimizer
+from cyclegan_culture.models.base import make_optimizer
+from cyclegan_culture.models.cycle_gan import CycleGANModel
 from cyclegan_culture.models.networks import define_G
 
 

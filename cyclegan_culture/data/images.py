@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -70,14 +70,14 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
+def load_rgb(path: str | os.PathLike | BinaryIO) -> Image.Image:
     """Decode ``path`` fully as an 8-bit RGB image with its EXIF orientation applied.
 
     Greyscale, palette, RGBA (composited on white), CMYK and 16-bit images become RGB; an animated image gives
     its first frame. Raises BadImage with a short reason for anything that is not a usable image.
     """
     try:
-        if os.path.getsize(path) == 0:
+        if isinstance(path, (str, os.PathLike)) and os.path.getsize(path) == 0:
             raise BadImage("empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from tqdm import tqdm
 
+from cyclegan_culture.data.cultures import load_culture
 from cyclegan_culture.data.images import tensor_to_pil
 from cyclegan_culture.eval.during_training import TrainingEvaluator
+from cyclegan_culture.eval.judge import load_judge
 from cyclegan_culture.eval.metrics import append_jsonl
 from cyclegan_culture.files import atomic_save_image
 from cyclegan_culture.runs import checkpoint
@@ -202,18 +204,23 @@ class EvaluationCallback(Callback):
     best_net_*.pth; with --early_stop_patience, stop when the metric stalls. Its record of the best lives in the
     trainer's ``early_stop``, which the training state keeps."""
 
-    def __init__(self, eval_freq: int, metric: str, patience: int):
-        self.eval_freq, self.metric, self.patience = eval_freq, metric, patience
+    def __init__(self, eval_freq: int, metric: str, patience: int, judge: str | None = None):
+        self.eval_freq, self.metric, self.patience, self.judge = eval_freq, metric, patience, judge
         self.evaluator: Callable[..., dict[str, float]] | None = None  # a TrainingEvaluator, built at the start
 
     def on_train_start(self, trainer: "Trainer") -> None:
         if self.evaluator is None:
-            self.evaluator = TrainingEvaluator(trainer.dataset.A_paths, trainer.dataset.B_paths)
+            judge = load_judge(self.judge) if self.judge else None
+            culture = load_culture(trainer.opt.dataroot)
+            self.evaluator = TrainingEvaluator(trainer.dataset.A_paths, trainer.dataset.B_paths, judge=judge,
+                                               target=culture.domain_B or culture.name)
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
         if trainer.epoch % self.eval_freq:
             return
-        results = self.evaluator(trainer.model.G_A, trainer.model.G_B, trainer.device)
+        model = trainer.model
+        forward, backward = (model.nets.get(model.generators.get(d, "")) for d in ("AtoB", "BtoA"))
+        results = self.evaluator(forward, backward, trainer.device)
         append_jsonl(trainer.run_dir / "metrics.jsonl",
                      {"kind": "train_eval", "epoch": trainer.epoch, "total_iters": trainer.total_iters, **results})
         for callback in trainer.callbacks:
@@ -256,5 +263,5 @@ def default_callbacks(opt: argparse.Namespace) -> list[Callback]:
                                         opt.display_ncols))
     callbacks.append(CheckpointCallback(opt.save_latest_freq, opt.save_epoch_freq))
     if opt.eval_freq:
-        callbacks.append(EvaluationCallback(opt.eval_freq, opt.early_stop_metric, opt.early_stop_patience))
+        callbacks.append(EvaluationCallback(opt.eval_freq, opt.early_stop_metric, opt.early_stop_patience, opt.judge))
     return callbacks

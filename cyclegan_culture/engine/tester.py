@@ -56,7 +56,7 @@ def run_test(opt: argparse.Namespace) -> TestResult:
         raise UserError("--dataroot is required: the folder holding testA and testB")
     device = select_device(opt.gpu_ids)
     dtype = amp_dtype(device, opt.amp)
-    G_A, G_B = _load_generators(opt, run_dir, device, dtype)
+    generators = _load_generators(opt, run_dir, device, dtype)
     culture = load_culture(run_dir) if (run_dir / CULTURE_FILE).is_file() else load_culture(opt.dataroot)
 
     # direction BtoA: the model's A side was trained on the dataset's B folder.
@@ -68,15 +68,19 @@ def run_test(opt: argparse.Namespace) -> TestResult:
     sections: list[Section] = []
     skipped: list[tuple[str, str]] = []
     translated = {}
-    for src, dst, folder_name, forward, backward in (("A", "B", a_folder, G_A, G_B), ("B", "A", b_folder, G_B, G_A)):
+    for src, dst, folder_name, forward, backward in (("A", "B", a_folder, "AtoB", "BtoA"),
+                                                     ("B", "A", b_folder, "BtoA", "AtoB")):
         folder = Path(opt.dataroot) / folder_name
+        if forward not in generators:  # one-way models (cut, fastcut)
+            tqdm.write(f"note: this run's model translates one way only; no {src} -> {dst} rows")
+            continue
         if not folder.is_dir():
             tqdm.write(f"warning: {folder} not found; no {src} -> {dst} translations")
             continue
         section = Section(f"{_domain_name(culture, src)} -> {_domain_name(culture, dst)}",
-                          columns=("input", "translation", "reconstruction"))
-        translated[src] = _translate_folder(opt, folder, (src, dst), (forward, backward), dtype, out_dir / "images",
-                                            section, skipped)
+                          columns=("input", "translation") + (("reconstruction",) if backward in generators else ()))
+        translated[src] = _translate_folder(opt, folder, (src, dst), (generators[forward], generators.get(backward)),
+                                            dtype, out_dir / "images", section, skipped)
         sections.append(section)
     if not any(translated.values()):
         raise UserError(f"--dataroot {opt.dataroot}: no test images could be translated "
@@ -94,23 +98,24 @@ def run_test(opt: argparse.Namespace) -> TestResult:
 
 
 def _load_generators(opt: argparse.Namespace, run_dir: Path, device: torch.device,
-                     dtype: torch.dtype | None) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """G_A and G_B of the run, built from its config.json / opt.json unless a network flag was given on the
+                     dtype: torch.dtype | None) -> dict[str, torch.nn.Module]:
+    """Direction -> generator, for each direction the run's model translates (AtoB: G_A, BtoA: G_B), built from its config.json / opt.json unless a network flag was given on the
     command line; ``opt`` then shows (and test_opt.json saves) the networks as used."""
     config = model_config(run_dir, {k: getattr(opt, k) for k in (*ModelConfig.NETWORK_FIELDS, "no_dropout")
                                     if k in opt._explicit})
     for key in ModelConfig.NETWORK_FIELDS:
         setattr(opt, key, getattr(config, key))
     plan = options_mod.execution_plan(opt, device, training=False)
-    return tuple(inference_weights(run_folder.load_generator(run_dir, opt.epoch, direction, device, plan, config),
-                                   dtype, opt.channels_last) for direction in ("AtoB", "BtoA"))
+    return {direction: inference_weights(run_folder.load_generator(run_dir, opt.epoch, direction, device, plan,
+                                                                   config), dtype, opt.channels_last)
+            for direction in run_folder.generator_names(config)}
 
 
 def _translate_folder(opt: argparse.Namespace, folder: Path, sides: tuple[str, str],
-                      generators: tuple[torch.nn.Module, torch.nn.Module], dtype: torch.dtype | None,
+                      generators: tuple[torch.nn.Module, torch.nn.Module | None], dtype: torch.dtype | None,
                       images_dir: Path, section: Section, skipped: list[tuple[str, str]]) -> int:
-    """Translate one folder's images and back, each into its own files; rows go into ``section``. Returns how
-    many were translated."""
+    """Translate one folder's images and back (without a backward generator: only there), each into its own
+    files; rows go into ``section``. Returns how many were translated."""
     (src, dst), (forward, backward) = sides, generators
     files, listing_skipped = image_folder(folder.parent, folder.name)
     for path, reason in listing_skipped:
@@ -134,10 +139,12 @@ def _translate_folder(opt: argparse.Namespace, folder: Path, sides: tuple[str, s
         real = pil_to_tensor(img).unsqueeze(0).to(device)
         with torch.inference_mode():
             fake = translate(forward, real, dtype)
-            rec = translate(backward, fake, dtype)
+            rec = translate(backward, fake, dtype) if backward is not None else None
         row = []
         for label, tensor, caption in ((f"real_{src}", real, path.name), (f"fake_{dst}", fake, f"fake_{dst}"),
                                        (f"rec_{src}", rec, f"rec_{src}")):
+            if tensor is None:
+                continue
             atomic_save_image(tensor_to_pil(tensor), images_dir / f"{stem}_{label}.png")
             row.append(Cell(f"images/{stem}_{label}.png", caption))
         section.rows.append(row)

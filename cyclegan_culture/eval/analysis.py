@@ -25,6 +25,7 @@ from cyclegan_culture.errors import UserError
 from cyclegan_culture.eval import fingerprints as fp
 from cyclegan_culture.eval import metrics
 from cyclegan_culture.eval.fid import InceptionFeatures, fid, kid
+from cyclegan_culture.eval.judge import Judge
 from cyclegan_culture.inference import Stylizer
 from cyclegan_culture.runs import folder
 
@@ -168,7 +169,7 @@ def separating_features(Z: np.ndarray, y: np.ndarray, keys: list[str], top: int 
 
 
 # --- models --------------------------------------------------------------------------------------------------------
-def _translate_photos(files: list[Path], forward: Stylizer, backward: Stylizer, keep_images: bool, desc: str
+def _translate_photos(files: list[Path], forward: Stylizer, backward: Stylizer | None, keep_images: bool, desc: str
                       ) -> tuple[list[dict], list[dict], dict[str, list[Image.Image]]]:
     """Each photo translated and back: the translations' fingerprint rows, the content and cycle metrics per
     pair, and (with ``keep_images``) the photos and translations themselves."""
@@ -181,14 +182,16 @@ def _translate_photos(files: list[Path], forward: Stylizer, backward: Stylizer, 
             continue
         photo_img = Image.fromarray((photo * 255).round().astype(np.uint8))
         translated = forward.stylize(photo_img)
-        reconstructed = backward.stylize(translated)
         t_arr = np.asarray(translated, dtype=np.float64) / 255.0
-        r_arr = np.asarray(reconstructed, dtype=np.float64) / 255.0
         rows.append({"file": str(path), **fp.fingerprint(t_arr)})
         if keep_images:
             kept["photos"].append(photo_img)
             kept["translations"].append(translated)
         content = metrics.compute(["ssim_grey", "ssim_edges"], photo, t_arr)
+        if backward is None:  # one-way models (cut, fastcut): no reconstruction
+            pair_metrics.append({**content, "cycle_psnr": float("nan"), "cycle_ssim": float("nan")})
+            continue
+        r_arr = np.asarray(backward.stylize(translated), dtype=np.float64) / 255.0
         cycle = metrics.compute(["psnr", "ssim_rgb"], photo, r_arr)
         pair_metrics.append({**content, "cycle_psnr": cycle["psnr"], "cycle_ssim": cycle["ssim_rgb"]})
     return rows, pair_metrics, kept
@@ -211,7 +214,8 @@ def evaluate_model(run_dir: Path, groups: list[Group], classifier: SoftmaxClassi
     if photos_dir is None or not photos_dir.is_dir():
         raise UserError(f"--models {run_dir}: its test photos ({photos_dir}) are not there; pass the dataset")
     forward = Stylizer.from_pretrained(run_dir, epoch=epoch, direction="AtoB", device="cpu", tile=0)
-    backward = Stylizer.from_pretrained(run_dir, epoch=epoch, direction="BtoA", device="cpu", tile=0)
+    backward = Stylizer.from_pretrained(run_dir, epoch=epoch, direction="BtoA", device="cpu", tile=0) \
+        if "BtoA" in folder.generator_names(folder.read_model_config(run_dir)) else None
     files = list_images(photos_dir)[0][:max_images]
     rows, pair_metrics, kept = _translate_photos(files, forward, backward, keep_images, f"model {run_dir.name}")
     if not rows:
@@ -273,9 +277,18 @@ def _fingerprint_groups(groups: list[Group], max_images: int | None
     return all_rows, skipped, X, y
 
 
+def judge_scores(judge: Judge, translations: list[Image.Image], target: str) -> dict:
+    """The learned judge's verdict beside the feature classifier's: share taken for the target, mean probability."""
+    if target not in judge.classes:
+        return {"judge_score": None, "judge_note": f"the judge does not know {target!r}"}
+    proba = judge.probabilities(translations)
+    t = judge.classes.index(target)
+    return {"judge_score": float((proba.argmax(1) == t).mean()), "judge_probability": float(proba[:, t].mean())}
+
+
 def analyze(datasets: list[Path], models: list[Path], out: Path, max_images: int | None = None,
             epoch: str = "latest", inception_weights: Path | None = None,
-            write_report: Callable[..., None] | None = None) -> dict:
+            write_report: Callable[..., None] | None = None, judge: Judge | None = None) -> dict:
     """Fingerprint the datasets' groups and the models' translations; write features.csv, summary.json and
     metrics.jsonl into ``out``, and the page through ``write_report(out, summary, groups, X, y)``
     (viz.report.write_report, passed in by the caller so that eval does not depend on viz)."""
@@ -309,7 +322,11 @@ def analyze(datasets: list[Path], models: list[Path], out: Path, max_images: int
     model_results = []
     for run_dir in models:
         result = evaluate_model(Path(run_dir), groups, classifier, scale, means_z, epoch, max_images,
-                                keep_images=inception is not None)
+                                keep_images=inception is not None or judge is not None)
+        if judge is not None:
+            result.update(judge_scores(judge, result["kept_images"]["translations"], result["target"]))
+            if inception is None:
+                result.pop("kept_images")
         if inception:
             result["fid_kid"] = model_inception_distances(inception, result.pop("kept_images"),
                                                           inception_by_group[result["target"]], result["model"])

@@ -12,10 +12,13 @@ from PIL import Image
 from cyclegan_culture.data.images import pil_to_tensor, readable_images
 from cyclegan_culture.eval import fingerprints as fp
 from cyclegan_culture.eval import metrics
+from cyclegan_culture.errors import UserError
 from cyclegan_culture.eval.analysis import SoftmaxClassifier
+from cyclegan_culture.eval.judge import Judge
 from cyclegan_culture.inference import translate
 
-# Metrics it returns, higher is better for each: content_ssim, style_score, cycle_psnr (--early_stop_metric)
+# Metrics it returns, higher is better for each: content_ssim, style_score, cycle_psnr, and judge_score with a
+# judge (--early_stop_metric)
 EVAL_SIZE = 128  # longer side of the validation images
 
 
@@ -27,7 +30,13 @@ class TrainingEvaluator:
     """Built once from the training folders: a fixed validation subset of photos, and a photo-vs-culture
     classifier on fingerprints of real images that judges whether translations look like the culture."""
 
-    def __init__(self, A_paths: list[Path], B_paths: list[Path], n_val: int = 8, n_fit: int = 30):
+    def __init__(self, A_paths: list[Path], B_paths: list[Path], n_val: int = 8, n_fit: int = 30,
+                 judge: Judge | None = None, target: str | None = None):
+        """With a ``judge`` (eval/judge.py) and its class name ``target`` for domain B, it also reports
+        judge_score: the share of the validation photos' translations the judge takes for the target."""
+        self.judge, self.target = judge, target
+        if judge is not None and target not in judge.classes:
+            raise UserError(f"--judge: it knows {', '.join(judge.classes)}, not this dataset's culture {target!r}")
         self.val = _arrays(sorted(A_paths)[:n_val], n_val)
         real_A = _arrays(sorted(A_paths)[n_val:], n_fit) or self.val
         real_B = _arrays(sorted(B_paths), n_fit)
@@ -36,23 +45,34 @@ class TrainingEvaluator:
         self.classifier = SoftmaxClassifier().fit(X, y, 2)
 
     @torch.inference_mode()
-    def __call__(self, G_A: torch.nn.Module, G_B: torch.nn.Module, device: torch.device) -> dict[str, float]:
+    def __call__(self, G_A: torch.nn.Module, G_B: torch.nn.Module | None, device: torch.device) -> dict[str, float]:
+        """The metrics of G_A's translations; cycle_psnr only with G_B (one-way models have none)."""
 
-        was_training = G_A.training, G_B.training
-        G_A.eval(), G_B.eval()
-        ssims, psnrs, features = [], [], []
+        nets = [net for net in (G_A, G_B) if net is not None]
+        was_training = [net.training for net in nets]
+        for net in nets:
+            net.eval()
+        ssims, psnrs, features, translations = [], [], [], []
         try:
             for photo in self.val:
                 x = pil_to_tensor(Image.fromarray((photo * 255).round().astype(np.uint8))).unsqueeze(0).to(device)
                 fake = translate(G_A, x)
-                rec = translate(G_B, fake)
                 f_arr = ((fake[0].permute(1, 2, 0).cpu().numpy() + 1) / 2).clip(0, 1)
-                r_arr = ((rec[0].permute(1, 2, 0).cpu().numpy() + 1) / 2).clip(0, 1)
                 ssims.append(metrics.REGISTRY["ssim_grey"](photo, f_arr))
-                psnrs.append(min(metrics.REGISTRY["psnr"](photo, r_arr), 100.0))
+                if G_B is not None:
+                    rec = translate(G_B, fake)
+                    r_arr = ((rec[0].permute(1, 2, 0).cpu().numpy() + 1) / 2).clip(0, 1)
+                    psnrs.append(min(metrics.REGISTRY["psnr"](photo, r_arr), 100.0))
                 features.append(list(fp.fingerprint(f_arr).values()))
+                translations.append(Image.fromarray((f_arr * 255).round().astype(np.uint8)))
         finally:
-            G_A.train(was_training[0])
-            G_B.train(was_training[1])
+            for net, mode in zip(nets, was_training):
+                net.train(mode)
         style = float((self.classifier.predict_proba(np.array(features)).argmax(1) == 1).mean())
-        return {"content_ssim": float(np.mean(ssims)), "style_score": style, "cycle_psnr": float(np.mean(psnrs))}
+        results = {"content_ssim": float(np.mean(ssims)), "style_score": style}
+        if psnrs:
+            results["cycle_psnr"] = float(np.mean(psnrs))
+        if self.judge is not None:
+            predicted = self.judge.probabilities(translations).argmax(1)
+            results["judge_score"] = float((predicted == self.judge.classes.index(self.target)).mean())
+        return results

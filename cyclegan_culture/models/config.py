@@ -46,6 +46,9 @@ class ModelConfig(_Record):
     lambda_identity: float = 0.5
     lambda_gp: float = 10.0
     pool_size: int = 50
+    diffaugment: str = ""  # the discriminators' input augmentations, e.g. "color,translation,cutout"
+    ema_decay: float = 0.0  # > 0: inference uses an exponential moving average of each generator's weights
+    lambda_edge: float = 0.0  # weight of the loss that keeps the input's main edges in the translation
     direction: str = "AtoB"
     seed: int = 0  # the replay buffers' random choices
 

@@ -48,3 +48,22 @@ def gradient_penalty(netD: nn.Module, real: torch.Tensor, fake: torch.Tensor, co
                                 create_graph=True, retain_graph=True, only_inputs=True)[0]
     grads = grads.reshape(real.shape[0], -1)
     return ((grads.float().norm(2, dim=1) - constant) ** 2).mean()
+
+
+def edge_map(x: torch.Tensor) -> torch.Tensor:
+    """The main edges of images in [-1, 1]: Sobel gradient magnitude of the grey image at half resolution
+    (fine texture left out), divided by each image's mean magnitude (so a translation may change the overall
+    contrast, only not where the edges are)."""
+    grey = x.mean(dim=1, keepdim=True)
+    grey = torch.nn.functional.avg_pool2d(grey, 2, ceil_mode=True) if min(grey.shape[-2:]) >= 8 else grey
+    kernel = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], device=x.device, dtype=x.dtype)
+    weights = torch.stack([kernel, kernel.t()]).unsqueeze(1)
+    grad = torch.nn.functional.conv2d(torch.nn.functional.pad(grey, [1, 1, 1, 1], mode="replicate"), weights)
+    magnitude = (grad.pow(2).sum(dim=1, keepdim=True) + 1e-6).sqrt()
+    return magnitude / (magnitude.mean(dim=(2, 3), keepdim=True) + 1e-3)
+
+
+def edge_loss(translated: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """L1 between the edge maps of a translation and its source: the photo's main edges kept as strokes (the
+    idea of ChipGAN's brush-stroke loss, without its pretrained edge detector)."""
+    return torch.nn.functional.l1_loss(edge_map(translated), edge_map(source))

@@ -13,6 +13,10 @@ network it builds). The trainer, tester and exporter use only:
 - ``learning_rates()``, ``update_learning_rate(metric)``, ``follow_schedule(saved_lr)``;
 - ``train()``, ``eval()``, ``freeze(names)`` with ``FREEZABLE``, ``distribute(device)``, ``pool_rng``.
 
+Subclassing ``models.base.TranslationModel`` gives all but the first line; a model then writes ``set_input``,
+``forward`` and ``optimize_parameters`` and names its networks in ``GENERATORS`` (direction -> generator; a
+one-way model such as cut names only AtoB), ``CRITICS`` and ``FREEZABLE``.
+
 To add a model: write its class (models/NAME.py) and add one line to ``MODELS``.
 """
 
@@ -23,10 +27,13 @@ from typing import Any
 import torch
 
 from cyclegan_culture.models.config import ModelConfig, TrainSchedule
+from cyclegan_culture.models.cut import CUTModel, FastCUTModel
 from cyclegan_culture.models.cycle_gan import CycleGANModel
 
 MODELS: dict[str, type] = {
     "cycle_gan": CycleGANModel,
+    "cut": CUTModel,
+    "fastcut": FastCUTModel,
 }
 
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_write_text
-from cyclegan_culture.models import networks
+from cyclegan_culture.models import networks, registry
 from cyclegan_culture.models.config import ModelConfig, TrainSchedule
 from cyclegan_culture.runs.checkpoint import load_network_weights, network_path
 
@@ -72,27 +72,42 @@ def generator_file(run_dir: Path, epoch: str, name: str) -> Path:
     return path
 
 
-def load_generator_file(path: Path, config: ModelConfig, direction: str, device: torch.device,
-                        plan: Any) -> nn.Module:
-    """The generator of ``direction`` (AtoB: input_nc -> output_nc) from a state-dict file (ours or the
-    reference's), built as ``config`` describes, run as ``plan`` (an accel.ExecutionPlan) says, in eval mode."""
+def generator_from_state(state: dict[str, torch.Tensor], config: ModelConfig, plan: Any,
+                         direction: str = "AtoB") -> nn.Module:
+    """A generator of ``direction`` (AtoB: input_nc -> output_nc) built as ``config`` describes, holding
+    ``state``, run as ``plan`` (an accel.ExecutionPlan) says, in eval mode. Raises ValueError if it does not fit."""
     in_nc, out_nc = (config.input_nc, config.output_nc) if direction == "AtoB" else \
         (config.output_nc, config.input_nc)
     net = networks.define_G(in_nc, out_nc, config.ngf, config.netG, config.norm, config.use_dropout,
                             config.init_type, config.init_gain, config.upsample)
+    networks.load_network_state(net, state)
+    return plan.apply(net).eval().requires_grad_(False)
+
+
+def load_generator_file(path: Path, config: ModelConfig, direction: str, device: torch.device,
+                        plan: Any) -> nn.Module:
+    """The generator of ``direction`` from a state-dict file (ours or the reference's); see generator_from_state."""
     try:
-        networks.load_network_state(net, load_network_weights(path))
+        return generator_from_state(load_network_weights(path), config, plan, direction)
     except ValueError as exc:
         raise UserError(f"{path}: does not fit --netG {config.netG} --ngf {config.ngf} --norm {config.norm} "
                         f"({str(exc)[:200]}); pass the flags the model was trained with") from None
-    return plan.apply(net).eval().requires_grad_(False)
+
+
+def generator_names(config: ModelConfig) -> dict[str, str]:
+    """Direction -> the network file inference loads (e.g. G_A, or G_A_ema for a run that averages)."""
+    return registry.model_class(config.model).generator_names(config)
 
 
 def load_generator(run_dir: Path, epoch: str, direction: str, device: torch.device, plan: Any,
                    config: ModelConfig | None = None) -> nn.Module:
     """A run's generator for ``direction`` at ``epoch`` (G_A for AtoB, G_B for BtoA)."""
     config = config or read_model_config(run_dir)
-    name = "G_A" if direction == "AtoB" else "G_B"
+    names = generator_names(config)
+    if direction not in names:
+        raise UserError(f"{run_dir}: a {config.model} model translates only {', '.join(names)}; use --direction "
+                        f"{next(iter(names))}")
+    name = names[direction]
     return load_generator_file(generator_file(run_dir, str(epoch), name), config, direction, device, plan)
 
 
@@ -103,6 +118,8 @@ def load_finetune_weights(nets: dict[str, nn.Module], run: Path, epoch: str) -> 
         raise UserError(f"--finetune_from {run}: run folder not found")
     for name, net in nets.items():
         path = network_path(run, epoch, name)
+        if not path.is_file() and name.endswith("_ema"):  # a run without averages: start them from its weights
+            path = network_path(run, epoch, name.removesuffix("_ema"))
         if not path.is_file():
             if name.startswith("G"):
                 raise UserError(f"--finetune_from: {path} not found; check --finetune_epoch")

@@ -193,10 +193,13 @@ def write_report(out: Path, summary: dict, groups, X: np.ndarray, y: np.ndarray)
                         for f in summary["features"]]))
     if summary["models"]:
         body.append(tags.h2("Models"))
-        body.append(_table(["model", "culture", "images", "style score", "style probability", "movement (0 photo, "
+        judged = any("judge_score" in m for m in summary["models"])
+        body.append(_table(["model", "culture", "images", "style score", "style probability"]
+                           + (["judge score"] if judged else []) + ["movement (0 photo, "
                             "1 culture)", "content SSIM grey", "content SSIM edges", "cycle PSNR dB", "cycle SSIM"],
-                           [[m["model"], m["culture"], m["images"], m["style_score"], m["style_probability"],
-                             m["movement_toward_culture"], m["content_ssim_grey"], m["content_ssim_edges"],
+                           [[m["model"], m["culture"], m["images"], m["style_score"], m["style_probability"]]
+                            + ([m.get("judge_score")] if judged else [])
+                            + [m["movement_toward_culture"], m["content_ssim_grey"], m["content_ssim_edges"],
                              m["cycle_psnr"], m["cycle_ssim"]] for m in summary["models"]]))
         for m in summary["models"]:
             body.append(tags.h3(f"{m['model']}: feature shifts (photos → translations → real {m['target']})"))

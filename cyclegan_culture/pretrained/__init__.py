@@ -1,0 +1,1 @@
+"""Culture models ready to use by name (catalog.py), and the example photos the app offers."""

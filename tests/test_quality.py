@@ -1,0 +1,212 @@
+"""The quality tools: differentiable augmentation, averaged generators, the edge loss, the culture judge, floors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cyclegan_culture import cli
+from cyclegan_culture.eval import floors
+from cyclegan_culture.eval.judge import gather, load_judge, source_of, train_judge
+from cyclegan_culture.eval.judge_score import pair_by_name, score
+from cyclegan_culture.models.diffaugment import cutout, diff_augment, parse_policy, translation
+from cyclegan_culture.models.losses import edge_loss, edge_map
+from cyclegan_culture.runs import folder
+from tests.test_train_resume import make_trainer, stop_at
+
+
+# --- DiffAugment -------------------------------------------------------------------------------------------------
+def test_translation_shifts_content_and_fills_with_zeros():
+    torch.manual_seed(0)
+    x = torch.ones(16, 1, 8, 8)
+    y = translation(x, ratio=0.25)
+    assert y.shape == x.shape
+    zero_share = (y == 0).float().mean(dim=(1, 2, 3))
+    assert (zero_share > 0).any() and (zero_share <= 1 - 0.75 * 0.75 + 1e-6).all()
+    ramp = torch.arange(8.0).view(1, 1, 1, 8).expand(16, 1, 8, 8).contiguous()
+    shifted = translation(ramp, ratio=0.25)
+    kept = shifted[shifted != 0]
+    assert set(kept.unique().tolist()) <= set(range(8))  # values are moved, never blended
+
+
+def test_cutout_blanks_a_quarter_inside_the_image():
+    torch.manual_seed(0)
+    y = cutout(torch.ones(32, 3, 16, 16), ratio=0.5)
+    share = (y == 0).float().mean(dim=(1, 2, 3))
+    assert (share > 0).all() and (share <= 0.25 + 1e-6).all()
+    assert (share == 0.25).any()
+
+
+def test_diffaugment_passes_gradients_and_refuses_unknown_names():
+    x = torch.randn(2, 3, 16, 16, requires_grad=True)
+    diff_augment(x, parse_policy("color,translation,cutout")).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert parse_policy("") == []
+    with pytest.raises(ValueError, match="colour"):
+        parse_policy("color,colour")
+
+
+def test_bad_diffaugment_flag_is_one_line(tiny_dataset, tmp_path, capsys):
+    rc = cli.main(["train", "--dataroot", str(tiny_dataset), "--checkpoints_dir", str(tmp_path), "--diffaugment",
+                   "flip"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--diffaugment" in err and "flip" in err
+
+
+# --- the edge loss -----------------------------------------------------------------------------------------------
+def test_edge_loss_keeps_where_edges_are_not_their_contrast():
+    x = torch.zeros(1, 3, 32, 32)
+    x[..., 10:22, 10:22] = 1.0
+    assert edge_loss(x * 0.3, x).item() < 0.02  # weaker contrast, same edges: (almost) no loss
+    moved = torch.roll(x, shifts=6, dims=3)
+    assert edge_loss(moved, x).item() > 0.5
+    assert edge_map(x).shape == (1, 1, 16, 16)
+
+
+# --- averaged generators -----------------------------------------------------------------------------------------
+def test_ema_generators_are_saved_loaded_for_inference_and_resumed(tiny_dataset, tmp_path):
+    flags = ("--ema_decay", "0.9", "--diffaugment", "color,translation,cutout", "--lambda_edge", "1")
+    run = make_trainer(tiny_dataset, tmp_path / "ck", *flags, hooks=[stop_at(5)]).run()
+    assert run.interrupted
+    resumed = make_trainer(tiny_dataset, tmp_path / "ck", *flags, "--continue_train").run()
+    assert not resumed.interrupted
+    run_dir = resumed.run_dir
+    trained = torch.load(run_dir / "latest_net_G_A.pth", weights_only=True)
+    averaged = torch.load(run_dir / "latest_net_G_A_ema.pth", weights_only=True)
+    assert trained.keys() == averaged.keys()
+    assert any(not torch.equal(trained[k], averaged[k]) for k in trained)
+    net = folder.load_generator(run_dir, "latest", "AtoB", torch.device("cpu"), _plain_plan())
+    loaded = net.state_dict()
+    assert all(torch.equal(loaded[k], averaged[k]) for k in averaged)
+
+
+def _plain_plan():
+    from cyclegan_culture.accel import make_plan
+
+    return make_plan(torch.device("cpu"), training=False)
+
+
+# --- the judge ---------------------------------------------------------------------------------------------------
+def _flat(path: Path, rgb: tuple[int, int, int], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    arr = np.clip(np.array(rgb)[None, None] + rng.normal(0, 6, (40, 48, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def _noisy(path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture
+def judge_data(tmp_path):
+    for i in range(10):
+        _noisy(tmp_path / "photo" / f"cam_{i:03d}.png", i)
+        _flat(tmp_path / "ink" / f"scroll_{i:03d}.png", (200, 190, 160), i)
+    return tmp_path
+
+
+def test_gather_labels_folders_and_fixes_a_validation_split(judge_data, tiny_dataset):
+    (tiny_dataset / "culture.json").write_text(json.dumps({"name": "Ink", "domain_A": "photo", "domain_B": "ink"}))
+    items = gather([judge_data / "photo", judge_data / "ink"], exclude={"cam_000.png"})
+    assert {it.label for it in items} == {"photo", "ink"}
+    assert "cam_000.png" not in {it.path.name for it in items}
+    ink = [it for it in items if it.label == "ink"]
+    assert [it.path.name for it in ink if it.validation] == ["scroll_004.png", "scroll_009.png"]
+    assert source_of(Path("cprland_0001.jpg")) == "cprland"
+    from_dataset = gather([tiny_dataset])
+    assert {(it.label, it.validation) for it in from_dataset} == {("photo", False), ("photo", True),
+                                                                  ("ink", False), ("ink", True)}
+    assert all(it.validation == ("test" in it.path.parent.name) for it in from_dataset)
+
+
+def test_judge_learns_saves_loads_and_scores_against_floors(judge_data, tmp_path):
+    torch.set_num_threads(1)
+    items = gather([judge_data / "photo", judge_data / "ink"])
+    judge, report = train_judge(items, size=16, epochs=4, batch_size=16, lr=5e-3, steps_per_epoch=8)
+    assert report["balanced_accuracy"] == 1.0
+    assert set(report["per_source"]) == {"ink/scroll", "photo/cam"}
+    judge.save(tmp_path / "judge")
+    again = load_judge(tmp_path / "judge")
+    imgs = [Image.open(p).convert("RGB") for p in sorted((judge_data / "ink").iterdir())[:3]]
+    assert np.allclose(judge.probabilities(imgs), again.probabilities(imgs), atol=1e-6)
+    # translations named after their photos (one with a --suffix); the floors computed from the photos
+    outputs = tmp_path / "out"
+    for i, p in enumerate(sorted((judge_data / "photo").iterdir())[:4]):
+        _flat(outputs / (p.stem + ("_ink.png" if i == 0 else ".png")), (200, 190, 160), 50 + i)
+    rows = score(again, [outputs], "ink", photos=judge_data / "photo", art=judge_data / "ink")
+    model, *floor_rows = rows
+    assert model.kind == "model" and model.share == 1.0 and model.images == 4 and model.ssim is not None
+    assert {r.name for r in floor_rows} == set(floors.FLOORS)
+    identity = next(r for r in floor_rows if r.name == "identity")
+    assert identity.share == 0.0 and identity.ssim == pytest.approx(1.0)
+    assert model.beats_floors == (not any(f.share >= model.share and f.ssim >= model.ssim for f in floor_rows))
+
+
+def test_judge_cli_refuses_reuse_and_unknown_targets(judge_data, tmp_path, capsys):
+    out = tmp_path / "j"
+    (out).mkdir()
+    (out / "judge.json").write_text("{}")
+    rc = cli.main(["judge", "train", "--datasets", str(judge_data / "photo"), str(judge_data / "ink"), "--out",
+                   str(out)])
+    assert rc == 2 and "already holds a judge" in capsys.readouterr().err
+    rc = cli.main(["judge", "score", "--judge", str(tmp_path / "nothing"), "--outputs", str(judge_data / "ink"),
+                   "--target", "ink"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "not a judge folder" in err and err.count("\n") == 0
+
+
+def test_pairing_by_name_takes_the_longest_matching_stem():
+    photos = [Path("p/a.jpg"), Path("p/a_b.jpg")]
+    pairs = pair_by_name([Path("o/a_b_guohua.png"), Path("o/a.png"), Path("o/zz.png")], photos)
+    assert pairs == {Path("o/a_b_guohua.png"): Path("p/a_b.jpg"), Path("o/a.png"): Path("p/a.jpg")}
+
+
+def test_floors_keep_the_size_and_colour_transfer_takes_the_paintings_palette():
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    art = Image.new("RGB", (50, 50), (180, 150, 90))
+    for name in floors.FLOORS:
+        out = floors.apply_floor(name, photo, art)
+        assert out.size == photo.size and out.mode == "RGB"
+    moved = np.asarray(floors.apply_floor("colour_transfer", photo, art), dtype=float).mean(axis=(0, 1))
+    assert np.abs(moved - [180, 150, 90]).max() < 20
+    with pytest.raises(ValueError):
+        floors.apply_floor("cross_fade", photo, None)
+
+
+# --- the judge inside analyze and training ----------------------------------------------------------------------
+def test_judge_scores_models_in_analyze_and_keeps_the_best_weights_in_training(tmp_path):
+    from tests.conftest import TINY
+    from tests.test_analysis import make_culture_dataset
+
+    torch.set_num_threads(1)
+    ink = make_culture_dataset(tmp_path / "photo2ink", "ink", (235, 228, 210), 1)
+    judge, _ = train_judge(gather([ink]), size=16, epochs=2, batch_size=8, steps_per_epoch=4)
+    judge.save(tmp_path / "judge")
+    assert cli.main(["train", "--dataroot", str(ink), "--name", "m", "--checkpoints_dir", str(tmp_path / "ck"), *TINY,
+                     "--n_epochs", "2", "--n_epochs_decay", "0", "--eval_freq", "1", "--judge",
+                     str(tmp_path / "judge"), "--early_stop_metric", "judge_score"]) == 0
+    records = [json.loads(line) for line in (tmp_path / "ck" / "m" / "metrics.jsonl").read_text().splitlines()]
+    assert [0 <= r["judge_score"] <= 1 for r in records] == [True, True]
+    assert (tmp_path / "ck" / "m" / "best_net_G_A.pth").is_file()
+    out = tmp_path / "analysis"
+    assert cli.main(["analyze", "--datasets", str(ink), "--models", str(tmp_path / "ck" / "m"), "--out", str(out),
+                     "--judge", str(tmp_path / "judge")]) == 0
+    model = json.loads((out / "summary.json").read_text())["models"][0]
+    assert 0 <= model["judge_score"] <= 1 and 0 <= model["judge_probability"] <= 1
+    assert "judge score" in (out / "index.html").read_text(encoding="utf-8")
+
+
+def test_judge_score_metric_needs_a_judge(tiny_dataset, tmp_path, capsys):
+    rc = cli.main(["train", "--dataroot", str(tiny_dataset), "--checkpoints_dir", str(tmp_path), "--eval_freq", "1",
+                   "--early_stop_metric", "judge_score"])
+    assert rc == 2 and "needs --judge" in capsys.readouterr().err
