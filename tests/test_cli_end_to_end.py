@@ -119,6 +119,7 @@ def test_preset_cpu_sets_small_configuration_and_explicit_flags_win():
     from cyclegan_culture import options
     opt = options.parse(options.build_train_parser(), ["--dataroot", "x", "--preset", "cpu", "--ngf", "16"])
     assert (opt.crop_size, opt.netG, opt.ngf, opt.ndf) == (128, "resnet_6blocks", 16, 32)
+    assert (opt.upsample, opt.diffaugment, opt.ema_decay) == ("resize", "color,translation", 0.999)
     assert opt.name == "x"
 
 
