@@ -35,10 +35,10 @@ MODEL_FLAGS = ModelConfig.NETWORK_FIELDS
 # CPU. It trades resolution (128 px), capacity (ngf 32, 6 blocks) and training length for speed, and trains in
 # bf16 (--amp), which bench/amp_vs_fp32.py checks does not change the loss curves beyond noise.
 PRESETS: dict[str, dict[str, Any]] = {
-    # the 15-minute demo: docs/quality.md has the A/B table behind the last five settings
+    # the 15-minute demo: docs/quality.md has the A/B table behind the last three settings
     "cpu": dict(load_size=143, crop_size=128, ngf=32, ndf=32, netG="resnet_6blocks", amp=True, num_threads=1,
                 n_epochs=14, n_epochs_decay=10, display_freq=85, print_freq=85, save_epoch_freq=8,
-                upsample="resize", diffaugment="color,translation", ema_decay=0.999, lambda_identity=0.0),
+                upsample="resize", diffaugment="color,translation", ema_decay=0.999),
 }
 
 
