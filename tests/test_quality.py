@@ -210,3 +210,13 @@ def test_judge_score_metric_needs_a_judge(tiny_dataset, tmp_path, capsys):
     rc = cli.main(["train", "--dataroot", str(tiny_dataset), "--checkpoints_dir", str(tmp_path), "--eval_freq", "1",
                    "--early_stop_metric", "judge_score"])
     assert rc == 2 and "needs --judge" in capsys.readouterr().err
+
+
+def test_judge_score_report_never_lands_on_the_images_it_scores(judge_data, tmp_path, capsys):
+    (tmp_path / "j").mkdir()
+    for report in (judge_data / "ink" / "scroll_000.png", judge_data / "ink" / "report.json"):
+        before = sorted(p.name for p in (judge_data / "ink").iterdir())
+        rc = cli.main(["judge", "score", "--judge", str(tmp_path / "j"), "--outputs", str(judge_data / "ink"),
+                       "--target", "ink", "--report", str(report)])
+        assert rc == 2 and "--report" in capsys.readouterr().err
+        assert sorted(p.name for p in (judge_data / "ink").iterdir()) == before

@@ -128,6 +128,15 @@ class TranslationModel:
         suffix = "_ema" if config.ema_decay > 0 else ""
         return {direction: name + suffix for direction, name in cls.GENERATORS.items()}
 
+    def set_input(self, batch: dict[str, Any]) -> None:
+        """A batch of the unpaired dataset: real_A and real_B (swapped with --direction BtoA), on the device."""
+        a_to_b = self.config.direction == "AtoB"
+        self.real_A = batch["A" if a_to_b else "B"].to(self.device, non_blocking=True,
+                                                       memory_format=self.memory_format)
+        self.real_B = batch["B" if a_to_b else "A"].to(self.device, non_blocking=True,
+                                                       memory_format=self.memory_format)
+        self.image_paths = batch["A_paths" if a_to_b else "B_paths"]
+
     # --- pieces of a training step -----------------------------------------------------------------------------
     @torch.no_grad()
     def _update_averages(self) -> None:

@@ -114,12 +114,6 @@ class CUTModel(TranslationModel):
         self.optimizer_D = make_optimizer(self.D_A.parameters(), schedule, device)
         self._finish_training_setup([self.optimizer_G, self.optimizer_D])
 
-    def set_input(self, batch: dict[str, Any]) -> None:
-        a_to_b = self.config.direction == "AtoB"
-        self.real_A = batch["A" if a_to_b else "B"].to(self.device, memory_format=self.memory_format)
-        self.real_B = batch["B" if a_to_b else "A"].to(self.device, memory_format=self.memory_format)
-        self.image_paths = batch["A_paths" if a_to_b else "B_paths"]
-
     def forward(self) -> None:
         G = self.run["G_A"]
         if self.is_train and self.nce_identity:

@@ -82,14 +82,6 @@ class CycleGANModel(TranslationModel):
         self._finish_training_setup([self.optimizer_G, self.optimizer_D])
 
     # --- the model contract -------------------------------------------------------------------------------
-    def set_input(self, batch: dict[str, Any]) -> None:
-        a_to_b = self.config.direction == "AtoB"
-        self.real_A = batch["A" if a_to_b else "B"].to(self.device, non_blocking=True,
-                                                       memory_format=self.memory_format)
-        self.real_B = batch["B" if a_to_b else "A"].to(self.device, non_blocking=True,
-                                                       memory_format=self.memory_format)
-        self.image_paths = batch["A_paths" if a_to_b else "B_paths"]
-
     def forward(self) -> None:
         """Translations and reconstructions, plus the identity images when the identity loss is on.
 
