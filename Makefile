@@ -25,14 +25,14 @@ install: $(STAMP)
 # Visdom's front-end files from the npm registry (never from CDNs at server start). Without npm, monitoring
 # tests skip and `cyclegan-culture visdom` says what to install.
 visdom-assets:
-	@if command -v npm >/dev/null 2>&1; then $(PY) -m cyclegan_culture visdom --install-assets; \
+	@if command -v npm >/dev/null 2>&1; then $(PY) -m cyclegan_culture visdom --install_assets; \
 	else echo "note: npm not found; Visdom's front-end files not installed (apt-get install npm, then make visdom-assets)"; fi
 
 test: $(STAMP)
 	$(PY) -m pytest
 
 try: $(STAMP)
-	$(PY) -m cyclegan_culture stylize --culture all cyclegan_culture/pretrained/examples --output results/try
+	$(PY) -m cyclegan_culture stylize --culture all cyclegan_culture/pretrained/examples --out results/try
 	@echo "Renderings: results/try/<culture>/ (the photos: cyclegan_culture/pretrained/examples/)"
 
 # Re-running `make demo` resumes an unfinished demo run (from any training state a crash left: .pt, .pt.new,

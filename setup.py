@@ -1,14 +1,32 @@
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
+
+
+def package_index_readme(text: str) -> str:
+    """The README for a package index page, where paths relative to the checkout lead nowhere: images become
+    their caption in italics, links to the checkout's files become plain text naming the file."""
+    text = re.sub(r"!\[([^\]]*)\]\((?!https?://)[^)]*\)", lambda m: f"*({m.group(1)}: in the project's docs)*", text)
+
+    def plain(m: re.Match) -> str:
+        label, target = m.group(1), m.group(2)
+        return f"`{target}`" if label.strip("`") == target else f"{label} (`{target}` in the source)"
+
+    return re.sub(r"\[([^\]]*)\]\((?!https?://|#)([^)]*)\)", plain, text)
+
 
 setup(
     name="cyclegan-culture",
     version="0.1.0",
     description="Translate photos into the art of different cultures (and back) with CycleGAN, "
                 "and measure how those cultures differ.",
-    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description=package_index_readme(Path(__file__).with_name("README.md").read_text(encoding="utf-8")),
     long_description_content_type="text/markdown",
+    license="MIT",
+    license_files=["LICENSE"],
+    classifiers=["License :: OSI Approved :: MIT License", "Programming Language :: Python :: 3",
+                 "Topic :: Scientific/Engineering :: Image Processing"],
     python_requires=">=3.9",
     packages=find_packages(include=["cyclegan_culture", "cyclegan_culture.*"]),
     # the shipped culture models, the app's page and its example photos travel inside the wheel
@@ -32,8 +50,10 @@ setup(
         "fid": ["torch-fidelity>=0.3"],
         # the local web app (cyclegan-culture app)
         "app": ["starlette>=0.37", "uvicorn>=0.29"],
+        # train.py --tensorboard
+        "tensorboard": ["tensorboard>=2.12"],
         "test": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17", "torch-fidelity>=0.3", "starlette>=0.37",
-                 "uvicorn>=0.29", "websocket-client>=1.6"],
+                 "uvicorn>=0.29", "websocket-client>=1.6", "tensorboard>=2.12"],
     },
     entry_points={"console_scripts": ["cyclegan-culture=cyclegan_culture.cli:main"]},
 )

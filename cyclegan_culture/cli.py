@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from typing import Callable, Sequence
@@ -10,11 +11,15 @@ from typing import Callable, Sequence
 from cyclegan_culture.errors import UserError, error_prefix
 
 
+# how the user started us, for the "see ... --help" of error lines: train.py / test.py, or the command
+_PROGS = {"train": "cyclegan-culture train", "test": "cyclegan-culture test"}
+
+
 def _train(argv: list[str]) -> int:
     from cyclegan_culture import options
     from cyclegan_culture.engine.trainer import Trainer
 
-    parser = options.build_train_parser()
+    parser = options.build_train_parser(_PROGS["train"])
     opt = options.parse(parser, argv)
     result = Trainer(opt, parser).run()
     if not result.interrupted:
@@ -29,7 +34,7 @@ def _test(argv: list[str]) -> int:
     if "--compare" in argv:  # test.py --compare --models ... [--photos DIR]: the culture comparison page
         rest = [a for a in argv if a != "--compare"]
         return _compare(rest, via_test=True)
-    opt = options.parse(options.build_test_parser(), argv)
+    opt = options.parse(options.build_test_parser(_PROGS["test"]), argv)
     run_test(opt)
     return 0
 
@@ -54,10 +59,10 @@ def _stylize(argv: list[str]) -> int:
     p = ArgumentParser(prog="cyclegan-culture stylize",
                        description="Translate images (files or folders, recursively) at their own size.")
     p.add_argument("inputs", nargs="+", help="image files and folders")
-    p.add_argument("--output", required=True, help="folder for the results (relative paths are kept); it may not "
+    p.add_argument("--out", "--output", dest="output", required=True, help="folder for the results (relative paths are kept); it may not "
                    "hold the inputs unless --suffix is given")
     p.add_argument("--suffix", default=None, help="add this to each output's name (photo.jpg -> photo_SUFFIX.jpg); "
-                   "lets --output be the inputs' own folder")
+                   "lets --out be the inputs' own folder")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--culture", help="an installed culture (cyclegan-culture cultures lists them), or all: "
                      "one rendering per culture, in OUTPUT/<culture>/")
@@ -131,12 +136,15 @@ def _export(argv: list[str]) -> int:
     from cyclegan_culture.outputs import prepare_output_dir
 
     p = ArgumentParser(prog="cyclegan-culture export",
-                       description="Export a run's generator to TorchScript or ONNX, checked against PyTorch.")
+                       description="Export a run's generator (ONNX, torch.export's .pt2, or TorchScript), checked "
+                                   "against PyTorch.")
     p.add_argument("--model", required=True, help="a run folder, e.g. checkpoints/photo2guohua")
-    p.add_argument("--format", required=True, choices=["torchscript", "onnx"])
-    p.add_argument("--out", default=None, help="output file (default: RUN/generator.pt or .onnx)")
-    p.add_argument("--epoch", default="latest")
-    p.add_argument("--direction", default="AtoB", choices=["AtoB", "BtoA"])
+    p.add_argument("--format", required=True, choices=["onnx", "exported_program", "torchscript"],
+                   help="onnx: for ONNX Runtime, OpenVINO and other runtimes; exported_program: torch.export's "
+                   ".pt2 (torch.export.load); torchscript: deprecated by PyTorch, kept for C++ libtorch users")
+    p.add_argument("--out", default=None, help="output file (default: RUN/generator.onnx, .pt2 or .pt)")
+    p.add_argument("--epoch", default="latest", help="which checkpoint: latest or an epoch number")
+    p.add_argument("--direction", default="AtoB", choices=["AtoB", "BtoA"], help="AtoB exports G_A, BtoA G_B")
     args = p.parse_args(argv)
     out = Path(args.out) if args.out else default_output(Path(args.model), args.format)
     refuse_replacing_run_files(out, Path(args.model), default_output(Path(args.model), args.format))
@@ -163,8 +171,8 @@ def _analyze(argv: list[str]) -> int:
     p.add_argument("--models", nargs="*", default=[], help="run folders whose translations to score")
     p.add_argument("--out", default="results/analysis", help="output folder (report, features.csv, summary.json)")
     p.add_argument("--max_images", type=int, default=None, help="at most this many images per group")
-    p.add_argument("--epoch", default="latest")
-    p.add_argument("--inception-weights", dest="inception_weights", default=None,
+    p.add_argument("--epoch", default="latest", help="which checkpoint of each model: latest or an epoch number")
+    p.add_argument("--inception_weights", default=None,
                    help="FID/KID: torch-fidelity's Inception-v3 weights file (pt_inception-2015-12-05-6726825d.pth, "
                    "copied here by hand; nothing is downloaded); needs pip install torch-fidelity")
     p.add_argument("--judge", default=None, help="a culture judge folder (cyclegan-culture judge train): its "
@@ -197,8 +205,8 @@ def _judge(argv: list[str]) -> int:
     t.add_argument("--exclude", default=None, help="a text file of image file names never to train or validate on "
                    "(held-out photos)")
     t.add_argument("--size", type=int, default=64, help="the one scale the judge sees, in pixels")
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=int, default=30, help="training epochs (40 for the pool judge of docs/quality.md)")
+    t.add_argument("--seed", type=int, default=0, help="random seed: same seed, same judge")
     s = sub.add_parser("score", help="score folders of translations (and the floors) with a judge")
     s.add_argument("--judge", required=True, help="a judge folder (from judge train)")
     s.add_argument("--outputs", nargs="+", required=True, help="folders of translations, one row each")
@@ -281,9 +289,9 @@ def _cultures(argv: list[str]) -> int:
     add = sub.add_parser("add", help="install a trained run under a name")
     add.add_argument("name", help="e.g. guohua_mine (lower-case letters, digits, - and _)")
     add.add_argument("--model", required=True, help="the run folder, e.g. checkpoints/photo2guohua")
-    add.add_argument("--epoch", default="latest")
+    add.add_argument("--epoch", default="latest", help="which checkpoint: latest or an epoch number")
     rm = sub.add_parser("remove", help="uninstall a culture you added")
-    rm.add_argument("name")
+    rm.add_argument("name", help="the name it was added under")
     args = p.parse_args(argv)
     if args.action == "add":
         model = catalog.install(args.name, Path(args.model), args.epoch)
@@ -308,7 +316,7 @@ def _app(argv: list[str]) -> int:
 
     p = ArgumentParser(prog="cyclegan-culture app",
                        description="A local web page: drop a photo, tick cultures, see and download each rendering.")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int, default=7860, help="the port to serve the page on")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; only this computer can reach the "
                    "default (0.0.0.0 lets others on your network in)")
     p.add_argument("--gpu_ids", default=None, help="-1 for CPU (default: first GPU if any)")
@@ -333,13 +341,13 @@ def _visdom(argv: list[str]) -> int:
     p = ArgumentParser(prog="cyclegan-culture visdom",
                        description="Start a Visdom server for live monitoring (offline: its front-end files come "
                                    "from the npm registry, installed once, never from a CDN at start).")
-    p.add_argument("--port", type=int, default=8097)
+    p.add_argument("--port", type=int, default=8097, help="the port to serve Visdom on (train.py's --display_port)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; anything but 127.0.0.1/localhost "
                    "listens on all interfaces (protect it with --enable_login)")
     p.add_argument("--env_path", default=None, help="where Visdom keeps its environments (default: ~/.visdom)")
     p.add_argument("--enable_login", action="store_true", help="require the user name and password given in "
                    "VISDOM_USERNAME and VISDOM_PASSWORD")
-    p.add_argument("--install-assets", dest="install_assets", action="store_true",
+    p.add_argument("--install_assets", action="store_true",
                    help="install the front-end files from npm and exit")
     p.add_argument("--npm", default="npm", help="the npm command")
     args = p.parse_args(argv)
@@ -355,26 +363,54 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "test": (_test, "translate test images and write an HTML gallery (same flags as test.py)"),
     "stylize": (_stylize, "translate your own images, any size (files or folders)"),
     "compare": (_compare, "the same photos rendered by several cultures' models, on one page"),
-    "export": (_export, "export a generator to TorchScript or ONNX"),
+    "export": (_export, "export a generator to ONNX, torch.export (.pt2) or TorchScript"),
     "analyze": (_analyze, "measure how cultures differ, in real art and in models' translations"),
     "app": (_app, "a local web page: drop a photo, see it as each culture's art"),
     "cultures": (_cultures, "the cultures ready to use by name: list, add a trained run, remove"),
     "judge": (_judge, "a learned culture judge: train it, score translations against the floors"),
-    "visdom": (_visdom, "start a Visdom server for live monitoring, offline (--install-assets: only install)"),
+    "visdom": (_visdom, "start a Visdom server for live monitoring, offline (--install_assets: only install)"),
 }
 
 
+def _version() -> str:
+    import platform
+
+    from cyclegan_culture import __version__
+
+    try:
+        import torch
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = "not installed"
+    return f"cyclegan-culture {__version__} (torch {torch_version}, Python {platform.python_version()})"
+
+
 def _usage() -> str:
-    lines = ["usage: cyclegan-culture <command> [flags]   (cyclegan-culture <command> --help for its flags)", "",
-             "commands:"]
+    lines = ["usage: cyclegan-culture <command> [flags]   (cyclegan-culture <command> --help for its flags)",
+             "       cyclegan-culture --version", "", "commands:"]
     lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in COMMANDS.items()]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; bad input ends with one line on stderr and exit status 2, never a traceback."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        status = _main(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # the reader went away (`cyclegan-culture train --help | head`): stop quietly, as other tools do, and
+        # keep Python's final flush of the closed pipe from printing a traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the shell's status for a closed pipe
+
+
+def _main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    if argv and argv[0] in ("-V", "--version"):
+        print(_version())
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
@@ -411,8 +447,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def train_main() -> int:
+    _PROGS["train"] = "train.py"
     return main(["train", *sys.argv[1:]])
 
 
 def test_main() -> int:
+    _PROGS["test"] = "test.py"
     return main(["test", *sys.argv[1:]])

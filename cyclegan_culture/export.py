@@ -1,4 +1,6 @@
-"""`cyclegan-culture export`: a run's generator as TorchScript or ONNX, checked against PyTorch.
+"""`cyclegan-culture export`: a run's generator as ONNX, torch.export's ExportedProgram (.pt2) or TorchScript,
+checked against PyTorch. TorchScript is deprecated in PyTorch: its warnings are silenced here (the user can do
+nothing about them) and the command's help points to the other two.
 
 The exported graph takes a (N, 3, H, W) float tensor in [-1, 1] with H and W multiples of 4 (pad and crop back
 as ``inference.translate`` does) and returns the same shape; height and width are dynamic.
@@ -6,6 +8,7 @@ as ``inference.translate`` does) and returns the same shape; height and width ar
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import inside
 
 TOLERANCE = 1e-4
+FORMATS = {"onnx": "onnx", "exported_program": "pt2", "torchscript": "pt"}  # format -> file extension
 
 
 @dataclass
@@ -40,16 +44,21 @@ def export_generator(net: nn.Module, fmt: str, out: Path, check_size: tuple[int,
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         if fmt == "torchscript":
-            with torch.no_grad():
-                traced = torch.jit.trace(net, example)
-            traced.save(str(tmp))
-            loaded = torch.jit.load(str(tmp))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.* is deprecated": see the module doc
+                warnings.simplefilter("ignore", DeprecationWarning)
+                with torch.no_grad():
+                    traced = torch.jit.trace(net, example)
+                traced.save(str(tmp))
+                loaded = torch.jit.load(str(tmp))
             with torch.inference_mode():
                 got = loaded(check)
+        elif fmt == "exported_program":
+            got = _export_program(net, tmp, check)
         elif fmt == "onnx":
             got = torch.from_numpy(_export_onnx(net, example, tmp, check))
         else:
-            raise UserError(f"--format {fmt!r}: use torchscript or onnx")
+            raise UserError(f"--format {fmt!r}: use {', '.join(FORMATS)}")
         diff = float((got - expected).abs().max())
         if not diff < TOLERANCE:
             raise UserError(f"exported {fmt} differs from PyTorch by {diff:.2e} (> {TOLERANCE}); not written")
@@ -59,13 +68,27 @@ def export_generator(net: nn.Module, fmt: str, out: Path, check_size: tuple[int,
     return ExportResult(out, diff, check_size)
 
 
+def _export_program(net: nn.Module, path: Path, check: torch.Tensor) -> torch.Tensor:
+    """torch.export with dynamic batch, height and width (multiples of 4); load it back as users would."""
+    dims = torch.export.Dim
+    shapes = {"x": {0: dims("batch", min=1, max=1024), 2: 4 * dims("height4", min=2, max=4096),
+                    3: 4 * dims("width4", min=2, max=4096)}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracing notes about parameters that require gradients
+        # an example batch of two: a batch of one would be specialised to a constant
+        program = torch.export.export(net.requires_grad_(False), (torch.rand(2, 3, 64, 64) * 2 - 1,),
+                                      dynamic_shapes=shapes)
+    torch.export.save(program, str(path))
+    with torch.inference_mode():
+        return torch.export.load(str(path)).module()(check)
+
+
 def _export_onnx(net: nn.Module, example: torch.Tensor, path: Path, check: torch.Tensor):
     try:
         import onnxruntime
     except ImportError:
-        raise UserError("ONNX export is checked with onnxruntime: pip install onnx onnxruntime "
-                        "(or pip install -e '.[export]')") from None
-    import warnings
+        raise UserError("ONNX export is checked with onnxruntime: pip install \"cyclegan-culture[export]\" "
+                        "(or pip install onnx onnxruntime)") from None
 
     with warnings.catch_warnings():  # the exporter's notes on instance norm and slicing are expected here
         warnings.simplefilter("ignore")
@@ -78,7 +101,7 @@ def _export_onnx(net: nn.Module, example: torch.Tensor, path: Path, check: torch
 
 
 def default_output(run_dir: Path, fmt: str) -> Path:
-    return inside(run_dir, f"generator.{'pt' if fmt == 'torchscript' else 'onnx'}")
+    return inside(run_dir, f"generator.{FORMATS.get(fmt, 'onnx')}")
 
 
 def refuse_replacing_run_files(out: Path, run_dir: Path, default: Path) -> None:

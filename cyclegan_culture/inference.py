@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import math
 from pathlib import Path
@@ -40,8 +41,9 @@ def translate(net: nn.Module, image: torch.Tensor, dtype: torch.dtype | None = N
     under autocast; the result is always fp32.
     """
     h, w = image.shape[-2:]
-    pad_h = max(MIN_SIZE, h + (-h) % SIZE_MULTIPLE) - h
-    pad_w = max(MIN_SIZE, w + (-w) % SIZE_MULTIPLE) - w
+    multiple = getattr(net, "size_multiple", SIZE_MULTIPLE)  # a U-Net needs 2^levels
+    pad_h = max(MIN_SIZE, multiple, h + (-h) % multiple) - h
+    pad_w = max(MIN_SIZE, multiple, w + (-w) % multiple) - w
     if pad_h or pad_w:
         mode = "reflect" if h > pad_h and w > pad_w else "replicate"
         image = F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
@@ -72,12 +74,21 @@ class SharedStatsInstanceNorm(nn.Module):
         self.mode = "own"  # own | record | shared
         self.mean: torch.Tensor | None = None
         self.var: torch.Tensor | None = None
+        # video: the statistics of the last frames (a deque; None: off); each frame is normalised with their
+        # pooled mean and variance, so a frame's tone cannot jump with a small change of content
+        self.window: collections.deque | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "shared" and self.mean is not None:
             mean, var = self.mean, self.var
         else:
             var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, unbiased=False)
+            if self.window is not None:
+                if self.window and self.window[-1][0].shape != mean.shape:
+                    self.window.clear()
+                self.window.append((mean, var))
+                mean = torch.stack([m for m, _ in self.window]).mean(0)
+                var = (torch.stack([v + m * m for m, v in self.window]).mean(0) - mean * mean).clamp_min(0)
             if self.mode == "record":
                 self.mean, self.var = mean, var
         return ((x.float() - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -23,7 +23,7 @@ from cyclegan_culture.models.diffaugment import parse_policy
 from cyclegan_culture.models.registry import MODELS
 
 
-NETG_CHOICES = ("resnet_9blocks", "resnet_6blocks")
+NETG_CHOICES = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128")
 NETD_CHOICES = ("basic", "n_layers", "pixel")
 NORM_CHOICES = ("instance", "batch", "none")
 PREPROCESS_CHOICES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
@@ -65,18 +65,51 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UserError(f"{message} (see {self.prog} --help)")
 
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001 - argparse's signature
+        return super().parse_known_args(None if args is None else self.spelled_as_defined(args), namespace)
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+    def spelled_as_defined(self, args: Sequence[str]) -> list[str]:
+        """Flags use underscores (the reference's style); ``--load-size`` is accepted for ``--load_size``."""
+        known = {s for a in self._actions for s in a.option_strings}
+        out = []
+        for i, token in enumerate(args):
+            if token == "--":
+                return out + list(args[i:])
+            flag, eq, value = token.partition("=")
+            if flag.startswith("--") and flag not in known:
+                for spelling in ("--" + flag[2:].replace("-", "_"), "--" + flag[2:].replace("_", "-")):
+                    if spelling in known:
+                        token = spelling + eq + value
+                        break
+            out.append(token)
+        return out
+
+
+def _add_common(parser: argparse.ArgumentParser, training: bool) -> None:
+    """The flags train.py and test.py share, in the same groups (the reference's names and defaults)."""
     g = parser.add_argument_group("run")
-    g.add_argument("--dataroot", help="folder with trainA, trainB, testA, testB (e.g. datasets/photo2guohua)")
+    if training:
+        g.add_argument("--preset", choices=sorted(PRESETS), help="a ready configuration; explicit flags override "
+                       "it. cpu (the 15-minute demo) sets: " + " ".join(f"--{k} {v}" for k, v in PRESETS["cpu"].items()))
+    g.add_argument("--dataroot", help="folder with trainA, trainB, testA, testB (e.g. datasets/photo2guohua)"
+                   + ("" if training else "; default: the run's, from its opt.json. With --model test: a folder of "
+                      "images"))
     g.add_argument("--name", default=None, help="run name; checkpoints go to CHECKPOINTS_DIR/NAME "
                    "(default: the dataroot's folder name)")
+    g.add_argument("--suffix", default="", help="appended to --name as _SUFFIX, formatted with the options, e.g. "
+                   "{netG}_size{load_size}")
     g.add_argument("--checkpoints_dir", default="./checkpoints", help="where runs are stored")
     g.add_argument("--gpu_ids", default=None, help="e.g. 0 or 0,1; -1 for CPU (default: first GPU if any, else CPU)")
     g.add_argument("--seed", type=int, default=0, help="random seed: same seed, same data and results on CPU")
     g.add_argument("--num_threads", type=int, default=2, help="worker processes that decode images (0: main process)")
-    g.add_argument("--epoch", default="latest", help="which checkpoint to load: latest or an epoch number")
+    g.add_argument("--epoch", default="latest", help="which checkpoint to load: latest or an epoch number"
+                   + ("" if not training else " (with --continue_train the training state decides)"))
+    g.add_argument("--load_iter", type=int, default=0, help="> 0: load the iter_<N> checkpoint (saved with "
+                   "--save_by_iter) instead of --epoch")
     g.add_argument("--verbose", action="store_true", help="print the networks")
+    g.add_argument("--use_wandb", action="store_true", help="accepted for the reference's scripts: Weights & Biases "
+                   "needs the internet; a note says to use --tensorboard or Visdom instead")
+    g.add_argument("--wandb_project_name", default="CycleGAN-and-pix2pix", help="accepted with --use_wandb (unused)")
 
     s = parser.add_argument_group("speed")
     s.add_argument("--amp", action="store_true", help="mixed precision: bf16 autocast on CPU, fp16 with loss "
@@ -96,7 +129,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                    "falls back to eager with a warning where it cannot compile)")
 
     m = parser.add_argument_group("model")
-    m.add_argument("--model", default="cycle_gan", choices=sorted(MODELS), help="the model (models/registry.py)")
+    m.add_argument("--model", default="cycle_gan", choices=sorted(MODELS) + ([] if training else ["test"]),
+                   help="the model (models/registry.py)" + ("" if training else "; test: one generator "
+                   "(RUN/<epoch>_net_G<MODEL_SUFFIX>.pth) on the images of --dataroot, the reference's single-"
+                   "direction testing"))
     m.add_argument("--input_nc", type=int, default=3, help="channels of domain A images")
     m.add_argument("--output_nc", type=int, default=3, help="channels of domain B images")
     m.add_argument("--ngf", type=int, default=64, help="generator filters in the first conv layer")
@@ -110,11 +146,24 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                    "dropout is off unless --use_dropout")
     m.add_argument("--upsample", default="transpose", choices=["transpose", "resize"],
                    help="generator upsampling: transposed conv (reference) or resize+conv (no checkerboard)")
-    m.add_argument("--init_type", default="normal", choices=["normal", "xavier", "kaiming", "orthogonal"],
-                   help="how the networks' weights are initialised")
-    m.add_argument("--init_gain", type=float, default=0.02, help="scale for normal, xavier and orthogonal init")
+    if training:
+        m.add_argument("--init_type", default="normal", choices=["normal", "xavier", "kaiming", "orthogonal"],
+                       help="how the networks' weights are initialised")
+        m.add_argument("--init_gain", type=float, default=0.02, help="scale for normal, xavier and orthogonal init")
+    else:
+        m.add_argument("--model_suffix", default="", help="with --model test: which generator file, "
+                       "<epoch>_net_G<MODEL_SUFFIX>.pth (e.g. _A; default: G, else G_A)")
+        m.add_argument("--eval", action="store_true", help="accepted for the reference's scripts: generators always "
+                       "run in eval mode here")
 
     d = parser.add_argument_group("data")
+    d.add_argument("--phase", default="train" if training else "test",
+                   help="the dataset split to " + ("train on" if training else "translate") + " (DATAROOT/PHASE{A,B})")
+    d.add_argument("--dataset_mode", default="unaligned" if training else None,
+                   choices=["unaligned", "single", "aligned", "colorization"],
+                   help="unaligned: PHASEA and PHASEB, unpaired (CycleGAN)" + ("" if training else
+                   "; single: the images of --dataroot, one direction (default with --model test)")
+                   + "; aligned and colorization are pix2pix's and are refused")
     d.add_argument("--direction", default="AtoB", choices=["AtoB", "BtoA"],
                    help="BtoA swaps the dataset's A and B folders (G_A then translates B images)")
     d.add_argument("--max_dataset_size", type=int, default=None, help="use at most this many images per domain")
@@ -124,14 +173,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--no_flip", action="store_true", help="no random horizontal flips")
     d.add_argument("--serial_batches", action="store_true", help="take images in order and pair A[i] with B[i]")
     d.add_argument("--batch_size", type=int, default=1, help="images per step (per process under torchrun)")
+    d.add_argument("--display_winsize", type=int, default=256, help="the largest size images are shown at on the "
+                   "HTML pages, in pixels")
 
 
-def build_train_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="cyclegan-culture train", description="Train a CycleGAN on unpaired images.")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="a ready configuration; explicit flags override it. "
-                   "cpu: " + ", ".join(f"--{k} {v}" for k, v in PRESETS["cpu"].items()))
-    _add_common(p)
-    p.add_argument("--phase", default="train", help="the dataset split to train on (DATAROOT/PHASE{A,B})")
+def build_train_parser(prog: str = "cyclegan-culture train") -> argparse.ArgumentParser:
+    p = ArgumentParser(prog=prog, description="Train a CycleGAN on unpaired images.")
+    _add_common(p, training=True)
 
     t = p.add_argument_group("training")
     t.add_argument("--n_epochs", type=int, default=100, help="epochs at the starting learning rate")
@@ -189,6 +237,10 @@ def build_train_parser() -> argparse.ArgumentParser:
     o.add_argument("--save_latest_freq", type=int, default=5000, help="save latest weights and full state "
                    "every this many images")
     o.add_argument("--save_epoch_freq", type=int, default=5, help="keep <epoch>_net_*.pth every this many epochs")
+    o.add_argument("--save_by_iter", action="store_true", help="every --save_latest_freq images, also keep the "
+                   "weights as iter_<N>_net_*.pth (test.py --load_iter N loads them)")
+    o.add_argument("--tensorboard", action="store_true", help="also log losses, learning rates, speed, visuals and "
+                   "the options as TensorBoard event files in RUN/tensorboard (pip install tensorboard)")
 
     v = p.add_argument_group("live monitoring (Visdom; start the server with `cyclegan-culture visdom`)")
     v.add_argument("--display_id", type=int, default=0, help="> 0 sends losses and images to Visdom; 0 disables")
@@ -199,16 +251,20 @@ def build_train_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_test_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="cyclegan-culture test",
-                                description="Translate a dataset's test images and write an HTML gallery.")
-    _add_common(p)
-    p.add_argument("--phase", default="test", help="the dataset split to translate (DATAROOT/PHASE{A,B})")
-    p.add_argument("--results_dir", default="./results", help="where galleries are written")
-    p.add_argument("--num_test", type=int, default=None, help="translate at most this many images per domain "
-                   "(default: all)")
-    p.add_argument("--test_preprocess", default="keep_size", choices=["keep_size", "as_train"],
-                   help="keep_size: translate each image at its own size (default); as_train: resize/crop as in "
+def build_test_parser(prog: str = "cyclegan-culture test") -> argparse.ArgumentParser:
+    p = ArgumentParser(prog=prog, description="Translate a dataset's test images and write an HTML gallery. "
+                       "With --compare first: the culture comparison page (test.py --compare --help).")
+    _add_common(p, training=False)
+    o = p.add_argument_group("output")
+    o.add_argument("--compare", action="store_true", help="as the first flag: render photos with several runs side "
+                   "by side instead (test.py --compare --models RUN... --photos DIR; see test.py --compare --help)")
+    o.add_argument("--results_dir", default="./results", help="where galleries are written")
+    o.add_argument("--num_test", type=int, default=None, help="translate at most this many images per domain "
+                   "(default: all; the reference's: 50)")
+    o.add_argument("--aspect_ratio", type=float, default=1.0, help="stretch the saved images' width by this "
+                   "factor (below 1: their height by its inverse), as the reference does")
+    o.add_argument("--test_preprocess", default="keep_size", choices=["keep_size", "as_train"],
+                   help="keep_size: translate each image at its own size; as_train: resize/crop as in "
                    "training, as the reference does")
     return p
 
@@ -217,6 +273,8 @@ def _explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str
     """The destinations the user set on the command line (so presets and opt.json never override them)."""
     explicit = set()
     by_flag = {s: a.dest for a in parser._actions for s in a.option_strings}
+    if isinstance(parser, ArgumentParser):
+        argv = parser.spelled_as_defined(argv)
     for token in argv:
         if token.startswith("--"):
             dest = by_flag.get(token.split("=", 1)[0])
@@ -238,6 +296,23 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
         if not opt.dataroot:
             raise UserError("--name or --dataroot is required")
         opt.name = Path(opt.dataroot.rstrip("/\\")).name or "experiment"
+    if opt.suffix:  # the reference's: name + "_" + suffix formatted with the options
+        try:
+            opt.name = f"{opt.name}_{opt.suffix.format(**vars(opt))}"
+        except (KeyError, IndexError, ValueError) as exc:
+            raise UserError(f"--suffix {opt.suffix!r}: cannot format it with the options ({exc}); use option "
+                            "names in braces, e.g. {netG}_size{load_size}") from None
+        opt.suffix = ""  # applied once: opt.json records the full name
+    if opt.load_iter < 0:
+        raise UserError(f"--load_iter must be 0 or more, got {opt.load_iter}")
+    if opt.load_iter > 0:  # the reference's load suffix
+        opt.epoch = f"iter_{opt.load_iter}"
+    if opt.use_wandb:
+        print("note: --use_wandb: Weights & Biases is not supported (it needs the internet); use --tensorboard "
+              "(train.py) or Visdom (--display_id 1) to watch training")
+    if opt.dataset_mode in ("aligned", "colorization"):
+        raise UserError(f"--dataset_mode {opt.dataset_mode}: that is pix2pix's data; CycleGAN learns from unaligned "
+                        "data (PHASEA and PHASEB folders, --dataset_mode unaligned)")
     opt.gpu_ids = parse_gpu_ids(opt.gpu_ids)
     return opt
 
@@ -278,6 +353,13 @@ def validate_data(opt: argparse.Namespace) -> None:
         raise UserError(f"--num_threads must be 0 or more, got {opt.num_threads}")
     if opt.max_dataset_size is not None and opt.max_dataset_size <= 0:
         raise UserError(f"--max_dataset_size must be a positive number, got {opt.max_dataset_size}")
+    levels = {"unet_128": 7, "unet_256": 8}.get(opt.netG)
+    if levels and "crop" in opt.preprocess and opt.crop_size % 2 ** levels:
+        raise UserError(f"--crop_size {opt.crop_size}: --netG {opt.netG} halves images {levels} times, so crops must "
+                        f"be a multiple of {2 ** levels} (e.g. --crop_size {2 ** levels})")
+    if levels and getattr(opt, "upsample", "transpose") != "transpose":
+        raise UserError(f"--upsample {opt.upsample}: --netG {opt.netG} upsamples by transposed convolutions only; "
+                        "drop --upsample or use a resnet generator")
     if "crop" in opt.preprocess and opt.crop_size % 4:
         raise UserError(f"--crop_size {opt.crop_size} must be a multiple of 4 (the generator halves it twice); "
                         f"use {opt.crop_size - opt.crop_size % 4 or 4} or {opt.crop_size + 4 - opt.crop_size % 4}")
@@ -294,6 +376,9 @@ def validate_data(opt: argparse.Namespace) -> None:
 def validate_train(opt: argparse.Namespace) -> None:
     validate_model(opt)
     validate_data(opt)
+    if opt.dataset_mode != "unaligned":
+        raise UserError(f"--dataset_mode {opt.dataset_mode}: training needs unaligned data (PHASEA and PHASEB "
+                        "folders); single is for test.py")
     if opt.eval_freq < 0 or opt.early_stop_patience < 0:
         raise UserError("--eval_freq and --early_stop_patience must be 0 or more")
     one_way = "BtoA" not in MODELS[opt.model].GENERATORS

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,3 +84,75 @@ def tiny_culture_home(tmp_path, monkeypatch):
     for i, key in enumerate(("ink", "print")):
         catalog.install(key, make_run(tmp_path / "runs" / key, key, seed=i))
     return tmp_path / "home"
+
+
+# --- headless Chromium, driven through the DevTools protocol (page checks) -------------------------------------
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DevTools:
+    def __init__(self, ws_url: str):
+        import websocket
+
+        self.ws = websocket.create_connection(ws_url, timeout=60, suppress_origin=True)
+        self.next_id = 0
+
+    def call(self, method: str, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self.next_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message["result"]
+
+    def evaluate(self, expression: str, await_promise: bool = False):
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=await_promise)
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 90.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {expression}")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium; CI installs it)")
+    pytest.importorskip("websocket")
+    port = free_port()
+    proc = subprocess.Popen([chromium, *CHROMIUM_FLAGS, f"--remote-debugging-port={port}",
+                             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        targets = None
+        for _ in range(300):
+            try:
+                targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2).read())
+                if any(t["type"] == "page" for t in targets):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        page = next(t for t in targets or [] if t["type"] == "page")
+        yield DevTools(page["webSocketDebuggerUrl"])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

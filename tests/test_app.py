@@ -6,9 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
-import socket
-import subprocess
 import threading
 import time
 import urllib.error
@@ -22,17 +19,7 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from cyclegan_culture.app.server import create_app  # noqa: E402
 from cyclegan_culture.pretrained import catalog  # noqa: E402
-from tests.conftest import write_image  # noqa: E402
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from tests.conftest import free_port, write_image  # noqa: E402
 
 @pytest.fixture
 def app_url(tiny_culture_home):
@@ -92,68 +79,7 @@ def test_the_app_binds_to_loopback_by_default():
     assert inspect.signature(server.serve).parameters["host"].default == "127.0.0.1"
 
 
-# --- the page in a real browser, driven through the DevTools protocol ------------------------------------------
-class DevTools:
-    def __init__(self, ws_url: str):
-        import websocket
-
-        self.ws = websocket.create_connection(ws_url, timeout=60, suppress_origin=True)
-        self.next_id = 0
-
-    def call(self, method: str, **params):
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv())
-            if message.get("id") == self.next_id:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message["result"]
-
-    def evaluate(self, expression: str, await_promise: bool = False):
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=await_promise)
-        return result["result"].get("value")
-
-    def wait_for(self, expression: str, timeout: float = 90.0):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            value = self.evaluate(expression)
-            if value:
-                return value
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {expression}")
-
-
-@pytest.fixture
-def browser(tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("Chromium is not installed (apt-get install chromium; CI installs it)")
-    pytest.importorskip("websocket")
-    port = free_port()
-    proc = subprocess.Popen([chromium, *CHROMIUM_FLAGS, f"--remote-debugging-port={port}",
-                             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        targets = None
-        for _ in range(300):
-            try:
-                targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2).read())
-                if any(t["type"] == "page" for t in targets):
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        page = next(t for t in targets or [] if t["type"] == "page")
-        yield DevTools(page["webSocketDebuggerUrl"])
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
+# --- the page in a real browser (conftest's browser fixture: DevTools protocol) ----------------------------------
 def test_page_uploads_a_photo_and_shows_one_rendering_per_ticked_culture(app_url, browser, tmp_path):
     keys = list(catalog.installed())
     assert len(keys) >= 2

@@ -88,7 +88,7 @@ def test_reference_style_run_without_opt_json_is_tested_with_flags(trained):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--dataroot", "DATA", "--netG", "unet_256"], "--netG 'unet_256' is unknown"),
+    (["train", "--dataroot", "DATA", "--netG", "unet_512"], "--netG 'unet_512' is unknown"),
     (["train", "--dataroot", "DATA", "--crop_size", "300"], "--crop_size 300 is larger than --load_size 286"),
     (["train", "--dataroot", "DATA", "--load_size", "-5"], "--load_size must be a positive number"),
     (["train", "--dataroot", "DATA", "--name", "../../x"], "--name '../../x' must be a plain folder name"),

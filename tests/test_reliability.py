@@ -85,7 +85,7 @@ def test_output_inside_an_input_folder_is_never_read_back(generator_file, tmp_pa
     for _ in range(2):
         assert stylize(generator_file, str(photos), "--output", str(photos / "stylized")) == 0
     assert sorted(p.relative_to(photos).as_posix() for p in photos.rglob("*.jpg")) == ["a.jpg", "stylized/a.jpg"]
-    assert "Stylized 1 images" in capsys.readouterr().out
+    assert "Stylized 1 image into" in capsys.readouterr().out
 
 
 def test_inputs_with_one_output_name_each_get_their_own_file(generator_file, tmp_path, capsys):

@@ -4,7 +4,6 @@ headless Chromium. The monitor's non-blocking behaviour is checked with a fake c
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import socket
 import subprocess
@@ -67,7 +66,7 @@ def test_monitor_never_blocks_training_when_the_server_hangs():
     assert len(x) == 500 and y[-1] == 499.0  # nothing lost although the queue overflowed
 
 
-def test_monitor_warns_once_and_resumes_with_the_full_history(caplog):
+def test_monitor_warns_once_and_resumes_with_the_full_history(capsys):
     state = {"up": False}
     client = FakeClient()
 
@@ -77,16 +76,16 @@ def test_monitor_warns_once_and_resumes_with_the_full_history(caplog):
         return client
 
     monitor = VisdomMonitor("http://x", 1, "env", "t", client_factory=factory)
-    with caplog.at_level(logging.WARNING):
-        for i in range(5):
-            monitor.plot_losses(point(i))
-            time.sleep(0.02)
-        state["up"] = True
-        monitor.plot_losses(point(5))
-        monitor.close()
-    assert caplog.text.count("is unreachable") == 1
+    for i in range(5):
+        monitor.plot_losses(point(i))
+        time.sleep(0.02)
+    state["up"] = True
+    monitor.plot_losses(point(5))
+    monitor.close()
+    out = capsys.readouterr().out  # printed as lines of their own (tqdm.write), not glued to a progress bar
+    assert out.count("is unreachable") == 1
     assert len(client.lines["plot_G_A"][0]) == 6
-    assert "monitoring resumed" in caplog.text
+    assert "monitoring resumed" in out
 
 
 def test_resumed_run_seeds_the_plots_from_log_jsonl(tiny_dataset, tmp_path):
@@ -184,7 +183,7 @@ def test_training_plots_reach_a_real_server(tiny_dataset, tmp_path, visdom_serve
 
 
 def test_server_killed_mid_run_training_completes_and_monitoring_resumes(tiny_dataset, tmp_path, visdom_server,
-                                                                          caplog):
+                                                                          capsys):
     def chaos(trainer: Trainer) -> None:
         if trainer.total_iters == 4:
             visdom_server["proc"].terminate()
@@ -192,13 +191,13 @@ def test_server_killed_mid_run_training_completes_and_monitoring_resumes(tiny_da
         if trainer.total_iters == 8:
             visdom_server["proc"] = _start_server(visdom_server["port"], visdom_server["env_path"])
 
-    with caplog.at_level(logging.WARNING):
-        trainer = _train(tiny_dataset, tmp_path / "ckpt", visdom_server["port"], hooks=[chaos])
+    trainer = _train(tiny_dataset, tmp_path / "ckpt", visdom_server["port"], hooks=[chaos])
+    out = capsys.readouterr().out
     assert trainer.total_iters == 12
     run = tmp_path / "ckpt" / "live"
     for net in ("G_A", "G_B", "D_A", "D_B"):
         assert torch.load(run / f"latest_net_{net}.pth", weights_only=True)
-    assert caplog.text.count("is unreachable") == 1
+    assert out.count("is unreachable") == 1 and "/env/live" in out
     data = json.loads(_client(visdom_server["port"]).get_window_data("plot_G_A", env="live"))
     assert len(data["content"]["data"][0]["x"]) == 6  # the points logged while it was down came back too
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-from tqdm import tqdm
 
 from cyclegan_culture.data.cultures import load_culture
 from cyclegan_culture.data.images import tensor_to_pil
@@ -23,8 +22,10 @@ from cyclegan_culture.eval.during_training import TrainingEvaluator
 from cyclegan_culture.eval.judge import load_judge
 from cyclegan_culture.eval.metrics import append_jsonl
 from cyclegan_culture.files import atomic_save_image
+from cyclegan_culture.progress import say
 from cyclegan_culture.runs import checkpoint
 from cyclegan_culture.viz.html import Cell, Section, culture_block, write_page
+from cyclegan_culture.viz.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog, options_markdown
 from cyclegan_culture.viz.visdom_monitor import LossPoint, VisdomMonitor
 
 if TYPE_CHECKING:  # for type hints only: the trainer imports this module
@@ -137,7 +138,8 @@ class WebVisualsCallback(Callback):
                      if (self.web_dir / "images" / f"epoch{epoch:03d}_{label}.png").exists()]
             sections.append(Section(f"epoch [{epoch}]", rows=[cells]))
         write_page(self.web_dir / "index.html", f"Experiment name = {trainer.opt.name}", sections,
-                   intro=[culture_block(trainer.culture.to_dict())], refresh_seconds=60)
+                   intro=[culture_block(trainer.culture.to_dict())], refresh_seconds=60,
+                   image_size=trainer.opt.display_winsize)
 
 
 class VisdomCallback(Callback):
@@ -162,6 +164,7 @@ class VisdomCallback(Callback):
                                              rec.get("sec_per_iter", 0.0)))
         self.monitor = VisdomMonitor(self.server, self.port, self.env, title=trainer.culture.title(),
                                      ncols=self.ncols, history=history)
+        say(f"Visdom: sending this run's plots to {self.monitor.address}")
 
     def on_log(self, trainer: "Trainer", point: LogPoint) -> None:
         self.monitor.plot_losses(LossPoint(point.epoch_frac, point.losses, point.learning_rates, point.sec_per_image))
@@ -185,12 +188,15 @@ class CheckpointCallback(Callback):
 
     all_ranks = True  # saving the state gathers every process's RNG states and replay buffers
 
-    def __init__(self, save_latest_freq: int, save_epoch_freq: int):
+    def __init__(self, save_latest_freq: int, save_epoch_freq: int, save_by_iter: bool = False):
         self.save_latest_freq, self.save_epoch_freq = save_latest_freq, save_epoch_freq
+        self.save_by_iter = save_by_iter  # the reference's iter_<N>_net_*.pth, kept beside latest
 
     def on_step_end(self, trainer: "Trainer", before: int) -> None:
         if crossed(before, trainer.total_iters, self.save_latest_freq):
             trainer.save(f"saving the latest model (epoch {trainer.epoch}, total_iters {trainer.total_iters})")
+            if self.save_by_iter and trainer.dist.is_main:
+                checkpoint.save_networks(trainer.model.nets, trainer.run_dir, f"iter_{trainer.total_iters}")
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
         if trainer.dist.is_main:
@@ -231,13 +237,43 @@ class EvaluationCallback(Callback):
             checkpoint.save_networks(trainer.model.nets, trainer.run_dir, "best")
         else:
             early["bad_evals"] += 1
-        tqdm.write("Evaluation at epoch {}: {} (best {} {:.4f} at epoch {})".format(
+        say("Evaluation at epoch {}: {} (best {} {:.4f} at epoch {})".format(
             trainer.epoch, ", ".join(f"{k} {v:.4f}" for k, v in results.items()), self.metric, early["best"],
             early["best_epoch"]))
         if self.patience and early["bad_evals"] >= self.patience:
             trainer.early_stopped = True
-            tqdm.write(f"Early stop: {self.metric} has not improved for {early['bad_evals']} evaluations; the best "
-                       f"weights (epoch {early['best_epoch']}) are best_net_*.pth")
+            say(f"Early stop: {self.metric} has not improved for {early['bad_evals']} evaluations; the best "
+                f"weights (epoch {early['best_epoch']}) are best_net_*.pth")
+
+
+class TensorBoardCallback(Callback):
+    """--tensorboard: event files in RUN/tensorboard/ (losses, learning rates, speed, evaluations, the current
+    visuals, the resolved options as text), read with `tensorboard --logdir checkpoints`."""
+
+    def on_train_start(self, trainer: "Trainer") -> None:
+        self.log = TensorBoardLog(trainer.run_dir / TENSORBOARD_DIR, purge_step=trainer.total_iters or None)
+        if not trainer.total_iters:
+            self.log.text("options", options_markdown(vars(trainer.opt)), 0)
+        say(f"TensorBoard: event files in {self.log.folder} (tensorboard --logdir {trainer.run_dir.parent})")
+
+    def on_log(self, trainer: "Trainer", point: LogPoint) -> None:
+        step = trainer.total_iters
+        self.log.scalars("loss", point.losses, step)
+        self.log.scalars("learning_rate", point.learning_rates, step)
+        self.log.scalars("speed", {"sec_per_image": point.sec_per_image, "data_sec": point.data_sec}, step)
+
+    def on_display(self, trainer: "Trainer", before: int) -> None:
+        for label, tensor in trainer.model.current_visuals().items():
+            self.log.image(f"visuals/{label}", np.asarray(tensor_to_pil(tensor[0])), trainer.total_iters)
+
+    def on_evaluation(self, trainer: "Trainer", results: dict[str, float]) -> None:
+        self.log.scalars("eval", results, trainer.total_iters)
+
+    def on_epoch_end(self, trainer: "Trainer") -> None:
+        self.log.flush()
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        self.log.close()
 
 
 class HookCallback(Callback):
@@ -261,7 +297,9 @@ def default_callbacks(opt: argparse.Namespace) -> list[Callback]:
     if opt.display_id > 0:
         callbacks.append(VisdomCallback(opt.display_server, opt.display_port, opt.display_env or opt.name,
                                         opt.display_ncols))
-    callbacks.append(CheckpointCallback(opt.save_latest_freq, opt.save_epoch_freq))
+    if opt.tensorboard:
+        callbacks.append(TensorBoardCallback())
+    callbacks.append(CheckpointCallback(opt.save_latest_freq, opt.save_epoch_freq, opt.save_by_iter))
     if opt.eval_freq:
         callbacks.append(EvaluationCallback(opt.eval_freq, opt.early_stop_metric, opt.early_stop_patience, opt.judge))
     return callbacks

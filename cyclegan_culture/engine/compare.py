@@ -8,7 +8,6 @@ from pathlib import Path
 
 from dominate import tags
 from PIL import Image
-from tqdm import tqdm
 
 from cyclegan_culture.data.cultures import Culture, load_culture
 from cyclegan_culture.data.images import BadImage, list_images, load_rgb
@@ -16,6 +15,8 @@ from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_save_image
 from cyclegan_culture.inference import Stylizer
 from cyclegan_culture.outputs import prepare_output_dir, refuse_holding_inputs, unique_names
+from cyclegan_culture.progress import count, progress, say
+from cyclegan_culture.runs import folder as run_folder
 from cyclegan_culture.viz.html import Cell, Section, write_page
 
 ROWS_PER_PAGE = 50
@@ -69,16 +70,16 @@ def run_compare(photos: Path, models: list[CultureModel], out: Path, results_dir
     prepare_output_dir(out, "--out")
     stems = unique_names([Path("__".join(path.relative_to(photos).with_suffix("").parts)) for path in files], files)
     rows: list[list[Cell]] = []
-    for path, stem in tqdm(list(zip(files, stems)), desc="compare", unit="photo", dynamic_ncols=True):
+    for path, stem in progress(list(zip(files, stems)), desc="compare", unit="photo"):
         try:
             image = load_rgb(path)
         except BadImage as exc:
             skipped.append((path, str(exc)))
-            tqdm.write(f"warning: skipped {path}: {exc}")
+            say(f"warning: skipped {path}: {exc}")
             continue
         row = [_save_pair(image, out, PHOTO_COLUMN, str(stem), path.name)]
         for model in models:
-            row.append(_save_pair(model.stylizer.stylize(image), out, model.name, str(stem), model.culture.title()))
+            row.append(_save_pair(model.stylizer.stylize(image), out, model.name, str(stem), ""))  # header names it
         rows.append(row)
     if not rows:
         raise UserError(f"--photos {photos}: none of the images could be read")
@@ -86,11 +87,11 @@ def run_compare(photos: Path, models: list[CultureModel], out: Path, results_dir
     pages = [rows[i:i + ROWS_PER_PAGE] for i in range(0, len(rows), ROWS_PER_PAGE)]
     for index, page_rows in enumerate(pages):
         intro = [_model_links(models, out, results_dir, epoch), _page_links(index, len(pages))]
-        write_page(out / page_name(index), f"One photo, {len(models)} cultures"
+        write_page(out / page_name(index), f"One photo, {count(len(models), 'culture')}"
                    + (f" (page {index + 1} of {len(pages)})" if len(pages) > 1 else ""),
                    [Section(f"{len(rows)} photos", columns=columns, rows=page_rows)], intro=intro)
-    tqdm.write(f"Compared {len(rows)} photos across {len(models)} cultures"
-               + (f"; skipped {len(skipped)}" if skipped else "") + f". Page: {out / 'index.html'}")
+    say(f"Compared {count(len(rows), 'photo')} across {count(len(models), 'culture')}"
+        + (f"; skipped {len(skipped)}" if skipped else "") + f". Page: {out / 'index.html'}")
     return out / "index.html"
 
 
@@ -107,13 +108,23 @@ def _model_links(models: list[CultureModel], out: Path, results_dir: Path, epoch
     block = tags.ul()
     for model in models:
         item = tags.li(tags.b(model.culture.title()), f" — model {model.name}")
-        gallery = results_dir / model.name / f"test_{epoch}" / "index.html"
-        if gallery.is_file():
+        gallery = find_gallery(model.run_dir, results_dir, epoch)
+        if gallery is not None:
             item.add(" — ", tags.a("its test gallery", href=os.path.relpath(gallery, out)))
         if model.culture.description:
             item.add(tags.br(), tags.small(model.culture.description))
         block.add(item)
     return block
+
+
+def find_gallery(run_dir: Path, results_dir: Path, epoch: str) -> Path | None:
+    """The run's test gallery for ``epoch``: where test.py last recorded writing it (the run's galleries.json),
+    else RESULTS_DIR/NAME/test_EPOCH."""
+    recorded = run_folder.recorded_gallery(run_dir, "test", epoch)
+    for gallery in (recorded, results_dir / run_dir.name / f"test_{epoch}" / "index.html"):
+        if gallery is not None and gallery.is_file():
+            return gallery
+    return None
 
 
 def _page_links(index: int, count: int) -> tags.html_tag:

@@ -19,10 +19,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
 
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.options import MODEL_FLAGS
+from cyclegan_culture.progress import say
 from cyclegan_culture.runs import checkpoint
 
 # Why each fixed flag cannot change mid-run (the reason goes into the one-line refusal).
@@ -116,6 +116,6 @@ def restore_process_state(model: Any, state: dict[str, Any], dist: Any, batches_
     if rank == 0:
         checkpoint.restore_rng_states(state["rng"])
     if dist.is_main:
-        tqdm.write(f"note: the run was saved with {saved_world} process(es) and resumes with {world}: training "
-                   "continues from the same epoch position but is not bit-identical to an uninterrupted run")
+        say(f"note: the run was saved with {saved_world} process(es) and resumes with {world}: training "
+            "continues from the same epoch position but is not bit-identical to an uninterrupted run")
     return batches_done * batch_size * saved_world // (batch_size * world)

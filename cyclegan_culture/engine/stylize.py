@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
 
 from cyclegan_culture.data.images import BadImage, is_image_file, list_images, load_rgb
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_save_image
 from cyclegan_culture.inference import Stylizer
 from cyclegan_culture.outputs import OutputManifest, prepare_output_dir, refuse_holding_inputs, unique_names
+from cyclegan_culture.progress import count, progress, say
 
 KEPT_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # other formats are written as PNG
 
@@ -71,18 +71,18 @@ def plan_outputs(inputs: list[str], output: Path, suffix: str | None = None,
                            if result.earlier_outputs else ""))
     if suffix is None:
         folders = [Path(raw) if Path(raw).is_dir() else Path(raw).parent for raw in inputs]
-        refuse_holding_inputs(output, folders, "--output",
+        refuse_holding_inputs(output, folders, "--out",
                               " or add --suffix _guohua to write NAME_guohua.jpg beside each input")
     targets = unique_names([output_name(relative, suffix or "") for _, relative in pairs],
                            [path for path, _ in pairs])
     sources = {path.resolve() for path, _ in pairs}
     for target in targets:
         if (output / target).resolve() in sources:
-            raise UserError(f"--output {output}: {output / target} is one of the inputs and would be replaced; "
+            raise UserError(f"--out {output}: {output / target} is one of the inputs and would be replaced; "
                             "choose another folder or --suffix (nothing was written)")
-    prepare_output_dir(output, "--output")
+    prepare_output_dir(output, "--out")
     manifest = OutputManifest(output)
-    manifest.refuse_foreign(targets, "--output")
+    manifest.refuse_foreign(targets, "--out")
     manifest.record(targets)
     return [(path, output / target) for (path, _), target in zip(pairs, targets)], result
 
@@ -91,18 +91,18 @@ def stylize_paths(stylizer: Stylizer, inputs: list[str], output: Path, suffix: s
     output = Path(output)
     jobs, result = plan_outputs(inputs, output, suffix)
     for path, reason in result.skipped:
-        tqdm.write(f"warning: skipped {path}: {reason}")
+        say(f"warning: skipped {path}: {reason}")
     if result.earlier_outputs:
-        tqdm.write(f"note: left out {len(result.earlier_outputs)} images that an earlier run wrote as outputs")
-    for path, target in tqdm(jobs, desc="stylize", unit="img", dynamic_ncols=True):
+        say(f"note: left out {count(len(result.earlier_outputs), 'image')} that an earlier run wrote as outputs")
+    for path, target in progress(jobs, desc="stylize", unit="img"):
         try:
             image = load_rgb(path)
         except BadImage as exc:
             result.skipped.append((str(path), str(exc)))
-            tqdm.write(f"warning: skipped {path}: {exc}")
+            say(f"warning: skipped {path}: {exc}")
             continue
         atomic_save_image(stylizer.stylize(image), target)
         result.written.append(target)
-    tqdm.write(f"Stylized {len(result.written)} images into {output}"
-               + (f"; skipped {len(result.skipped)}" if result.skipped else ""))
+    say(f"Stylized {count(len(result.written), 'image')} into {output}"
+        + (f"; skipped {len(result.skipped)}" if result.skipped else ""))
     return result

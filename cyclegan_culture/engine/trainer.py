@@ -23,7 +23,6 @@ from typing import Callable
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from cyclegan_culture import options as options_mod
 from cyclegan_culture.data.cultures import CULTURE_FILE, load_culture
@@ -31,9 +30,10 @@ from cyclegan_culture.data.transforms import SIZE_PRESERVING, Preprocess
 from cyclegan_culture.data.unpaired import EpochSampler, UnpairedDataset
 from cyclegan_culture.engine import distributed, resume, stop_signals
 from cyclegan_culture.engine.callbacks import Callback, HookCallback, LogPoint, crossed, default_callbacks
+from cyclegan_culture.progress import progress, say
 from cyclegan_culture.runs import checkpoint, folder, guard
 from cyclegan_culture.runs.lock import RunLock
-from cyclegan_culture.errors import UserError
+from cyclegan_culture.errors import UserError, brief
 from cyclegan_culture.files import atomic_write_text, inside
 from cyclegan_culture.models import registry
 from cyclegan_culture.outputs import refuse_inside
@@ -79,8 +79,8 @@ class Trainer:
         if self.dist.is_main:  # one live writer per run folder, before anything in it is read or moved
             self.lock.acquire()
             if self.lock.stale_owner:
-                tqdm.write(f"note: took over {self.lock.path} left by process {self.lock.stale_owner.get('pid')} "
-                           f"on {self.lock.stale_owner.get('host')}, which is no longer running")
+                say(f"note: took over {self.lock.path} left by process {self.lock.stale_owner.get('pid')} "
+                    f"on {self.lock.stale_owner.get('host')}, which is no longer running")
         weakref.finalize(self, self.lock.release)
         try:
             self._setup(opt, parser, hooks, callbacks)
@@ -137,7 +137,7 @@ class Trainer:
                             f"({state.get('options', {}).get('dataroot')}); resume with the run's data, or "
                             "fine-tune into a new --name with --finetune_from")
         if changed:
-            tqdm.write("Resuming with changed flags (docs/reliability.md): " + ", ".join(f"--{k}" for k in changed))
+            say("Resuming with changed flags (docs/reliability.md): " + ", ".join(f"--{k}" for k in changed))
 
     def _build_model(self, opt: argparse.Namespace, state: dict | None, changed: list[str]) -> None:
         """The model (the same initial weights on every rank), then what it resumes or starts from."""
@@ -153,7 +153,7 @@ class Trainer:
                 self.model.load_state_dict(state["model"])
             except (ValueError, KeyError) as exc:
                 raise UserError(f"{self.run_dir / checkpoint.STATE_FILE}: does not match the options "
-                                f"({str(exc)[:200]}); resume with the run's own model flags") from None
+                                f"({brief(exc)}); resume with the run's own model flags") from None
             self.epoch, self.batches_done, self.total_iters = (state["epoch"], state["batches_done"],
                                                                state["total_iters"])
             self.batches_done = resume.restore_process_state(self.model, state, self.dist, self.batches_done,
@@ -167,7 +167,7 @@ class Trainer:
                 frozen = self.model.freeze(opt.freeze)
             except ValueError as exc:
                 raise UserError(f"--freeze {exc}: unknown; use {', '.join(type(self.model).FREEZABLE)}") from None
-            tqdm.write(f"Frozen: {', '.join(opt.freeze)} ({frozen / 1e6:.2f} M parameters kept fixed)")
+            say(f"Frozen: {', '.join(opt.freeze)} ({frozen / 1e6:.2f} M parameters kept fixed)")
         if self.dist.enabled:
             self.model.distribute(self.device)
         if opt.verbose and self.dist.is_main:
@@ -220,7 +220,7 @@ class Trainer:
                 return
             raise KeyboardInterrupt
         name = signal.Signals(signum).name if signum != signal.SIGINT else "Ctrl-C"
-        tqdm.write(f"{name}: stopping after this iteration and saving the training state (again to abort)...")
+        say(f"{name}: stopping after this iteration and saving the training state (again to abort)...")
         self._stop_requested_at = now
         self._stop_signal = signum
         self.request_stop()
@@ -244,18 +244,18 @@ class Trainer:
         opt = self.opt
         remaining = self._remaining_batches()
         if remaining <= 0:
-            tqdm.write(f"{opt.name} is finished: it trained epochs {opt.epoch_count}..{self.epoch - 1} "
-                       f"({self.total_iters} images seen). To train longer, resume with a larger --n_epochs or "
-                       "--n_epochs_decay")
+            say(f"{opt.name} is finished: it trained epochs {opt.epoch_count}..{self.epoch - 1} "
+                f"({self.total_iters} images seen). To train longer, resume with a larger --n_epochs or "
+                "--n_epochs_decay")
             distributed.shutdown()
             return TrainResult(self.run_dir, self.epoch, self.total_iters, False, len(self.skipped))
-        tqdm.write(f"Training {opt.name}: {len(self.dataset.A_paths)} A and {len(self.dataset.B_paths)} B images, "
-                   f"epochs {self.epoch}..{self.last_epoch}, {remaining} iterations to go on {self.device}; "
-                   f"checkpoints in {self.run_dir}")
+        say(f"Training {opt.name}: {len(self.dataset.A_paths)} A and {len(self.dataset.B_paths)} B images, "
+            f"epochs {self.epoch}..{self.last_epoch}, {remaining} iterations to go on {self.device}; "
+            f"checkpoints in {self.run_dir}")
         if self.dist.enabled:
-            tqdm.write(f"Data-parallel on {self.dist.world_size} processes ({self.dist.backend}): --batch_size "
-                       f"{opt.batch_size} per process, effective batch {opt.batch_size * self.dist.world_size}, "
-                       f"{self.batches_per_epoch} steps per epoch (docs/distributed.md on the learning rate)")
+            say(f"Data-parallel on {self.dist.world_size} processes ({self.dist.backend}): --batch_size "
+                f"{opt.batch_size} per process, effective batch {opt.batch_size * self.dist.world_size}, "
+                f"{self.batches_per_epoch} steps per epoch (docs/distributed.md on the learning rate)")
         self._seconds_per_batch: list[float] = []
         for callback in self.callbacks:
             callback.on_train_start(self)
@@ -279,8 +279,9 @@ class Trainer:
         model.train()
         loss_G_sum, loss_G_count = 0.0, 0
         epoch_start = time.time()
-        bar = tqdm(total=self.batches_per_epoch, initial=self.batches_done, mininterval=1.0, dynamic_ncols=True,
-                   desc=f"epoch {self.epoch}/{self.last_epoch}", unit="it", disable=not self.dist.is_main)
+        # off a terminal, the epoch's own line (_end_epoch) is the progress report: no bar lines in logs
+        bar = progress(total=self.batches_per_epoch, initial=self.batches_done, plain_lines=False,
+                       desc=f"epoch {self.epoch}/{self.last_epoch}", unit="it", disable=not self.dist.is_main)
         t_data_start = time.time()
         try:
             for batch in self.loader:
@@ -340,13 +341,13 @@ class Trainer:
             callback.on_epoch_end(self)
         self.early_stopped = self.dist.broadcast(self.early_stopped)
         skipped_note = f", {len(self.skipped)} files skipped so far" if self.skipped else ""
-        tqdm.write(f"End of epoch {self.epoch}/{self.last_epoch}: {time.time() - epoch_start:.1f} s, "
-                   f"lr {model.learning_rates()['lr_G']:.7f}{skipped_note}")
+        say(f"End of epoch {self.epoch}/{self.last_epoch}: {time.time() - epoch_start:.1f} s, "
+            f"lr {model.learning_rates()['lr_G']:.7f}{skipped_note}")
         self.epoch += 1
         self.batches_done = 0
         self._save_state()
         if self.dist.any(self._stop_requested):  # a signal during the end-of-epoch saves: they are complete
-            tqdm.write(f"stopped on request: {self.run_dir}")
+            say(f"stopped on request: {self.run_dir}")
             return True
         return self.early_stopped
 
@@ -367,7 +368,7 @@ class Trainer:
     def _note_skip(self, path: str, reason: str) -> None:
         if path not in self.skipped:
             self.skipped[path] = reason
-            tqdm.write(f"warning: skipped {path}: {reason}")
+            say(f"warning: skipped {path}: {reason}")
 
     # --- saving -----------------------------------------------------------------------------------------------
     def save(self, why: str) -> None:
@@ -375,7 +376,7 @@ class Trainer:
         if self.dist.is_main:
             checkpoint.save_networks(self.model.nets, self.run_dir, "latest")
         self._save_state()
-        tqdm.write(f"{why}: {self.run_dir}")
+        say(f"{why}: {self.run_dir}")
 
     def _save_state(self) -> None:
         """Write the resume file (rank 0), holding every rank's RNG states and replay buffers."""
@@ -392,11 +393,11 @@ class Trainer:
 
     def _finish(self, interrupted: bool) -> TrainResult:
         if interrupted:
-            tqdm.write(f"Stopped at epoch {self.epoch}, iteration {self.batches_done}. Resume with the same "
-                       "command plus --continue_train.")
+            say(f"Stopped at epoch {self.epoch}, iteration {self.batches_done}. Resume with the same "
+                "command plus --continue_train.")
         else:
-            tqdm.write(f"Training done: {self.total_iters} images seen; weights in {self.run_dir}"
-                       + (f"; {len(self.skipped)} files skipped" if self.skipped else ""))
+            say(f"Training done: {self.total_iters} images seen; weights in {self.run_dir}"
+                + (f"; {len(self.skipped)} files skipped" if self.skipped else ""))
         return TrainResult(self.run_dir, self.epoch, self.total_iters, interrupted, len(self.skipped),
                            self._stop_signal if interrupted else None)
 

@@ -17,7 +17,6 @@ from typing import Callable
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from cyclegan_culture.data.cultures import load_culture
 from cyclegan_culture.data.images import BadImage, list_images, load_rgb, readable_images
@@ -27,6 +26,7 @@ from cyclegan_culture.eval import metrics
 from cyclegan_culture.eval.fid import InceptionFeatures, fid, kid
 from cyclegan_culture.eval.judge import Judge
 from cyclegan_culture.inference import Stylizer
+from cyclegan_culture.progress import progress, say
 from cyclegan_culture.runs import folder
 
 PHOTO = "photo"
@@ -44,7 +44,7 @@ def _images(folder: Path) -> list[Path]:
         return []
     files, skipped = list_images(folder)
     for path, reason in skipped:
-        tqdm.write(f"warning: skipped {path}: {reason}")
+        say(f"warning: skipped {path}: {reason}")
     return files
 
 
@@ -77,12 +77,12 @@ def gather_groups(datasets: list[Path]) -> list[Group]:
 
 def fingerprint_files(files: list[Path], desc: str) -> tuple[list[dict], list[tuple[str, str]]]:
     rows, skipped = [], []
-    for path in tqdm(files, desc=desc, unit="img", mininterval=1.0, dynamic_ncols=True, leave=False):
+    for path in progress(files, desc=desc, unit="img", leave=False):
         try:
             rows.append({"file": str(path), **fp.fingerprint(fp.as_array(load_rgb(path)))})
         except BadImage as exc:
             skipped.append((str(path), str(exc)))
-            tqdm.write(f"warning: skipped {path}: {exc}")
+            say(f"warning: skipped {path}: {exc}")
     return rows, skipped
 
 
@@ -175,7 +175,7 @@ def _translate_photos(files: list[Path], forward: Stylizer, backward: Stylizer |
     pair, and (with ``keep_images``) the photos and translations themselves."""
     rows, pair_metrics = [], []
     kept: dict[str, list[Image.Image]] = {"photos": [], "translations": []}
-    for path in tqdm(files, desc=desc, unit="img", leave=False, dynamic_ncols=True):
+    for path in progress(files, desc=desc, unit="img", leave=False):
         try:
             photo = fp.as_array(load_rgb(path))
         except BadImage:
@@ -317,7 +317,7 @@ def analyze(datasets: list[Path], models: list[Path], out: Path, max_images: int
         summary["fid_kid"], inception_by_group = group_inception_distances(inception, Path(inception_weights),
                                                                            groups, max_images)
     else:
-        summary["fid_kid"] = {"status": "skipped", "reason": "no --inception-weights file given; nothing is "
+        summary["fid_kid"] = {"status": "skipped", "reason": "no --inception_weights file given; nothing is "
                                                              "downloaded"}
     model_results = []
     for run_dir in models:

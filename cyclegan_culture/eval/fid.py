@@ -14,9 +14,9 @@ from typing import Iterable
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from cyclegan_culture.errors import UserError
+from cyclegan_culture.progress import progress
 from cyclegan_culture.runs.checkpoint import load_network_weights
 
 KID_SUBSET_SIZE = 1000  # torch-fidelity's default, lowered to the smaller set's size for small sets
@@ -31,7 +31,7 @@ class InceptionFeatures:
         try:
             from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
         except ImportError:
-            raise UserError("--inception-weights needs torch-fidelity: pip install torch-fidelity "
+            raise UserError("--inception_weights needs torch-fidelity: pip install torch-fidelity "
                             "(or pip install 'cyclegan-culture[fid]')") from None
         # torch-fidelity unpickles the file without restrictions; check first that it holds only tensors
         load_network_weights(weights)
@@ -39,14 +39,14 @@ class InceptionFeatures:
             self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
                                                    feature_extractor_weights_path=str(weights))
         except RuntimeError as exc:
-            raise UserError(f"--inception-weights {weights}: not torch-fidelity's Inception-v3 weights "
+            raise UserError(f"--inception_weights {weights}: not torch-fidelity's Inception-v3 weights "
                             f"({str(exc).splitlines()[0][:120]}); use pt_inception-2015-12-05-6726825d.pth") from None
 
     @torch.inference_mode()
     def __call__(self, images: Iterable[Image.Image], desc: str = "Inception features") -> np.ndarray:
         """One row per image; each image is resized to 299x299 inside the network, as in the reference FID."""
         rows = []
-        for img in tqdm(images, desc=desc, unit="img", leave=False, dynamic_ncols=True):
+        for img in progress(images, desc=desc, unit="img", leave=False):
             x = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)[None]
             rows.append(self.net(x)[0][0].double().numpy())
         return np.stack(rows)

@@ -24,12 +24,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageFilter, ImageOps
-from tqdm import tqdm
 
 from cyclegan_culture.data.cultures import CULTURE_FILE, load_culture
 from cyclegan_culture.data.images import BadImage, list_images, load_rgb
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_save, atomic_write_text
+from cyclegan_culture.progress import progress
 
 WEIGHTS_FILE = "judge.pt"
 CONFIG_FILE = "judge.json"
@@ -238,7 +238,7 @@ def load_judge(folder: str | Path) -> Judge:
 
 def _load_all(items: list[LabelledImage]) -> tuple[list[Image.Image], list[LabelledImage], list[str]]:
     images, kept, skipped = [], [], []
-    for item in tqdm(items, desc="reading images", unit="img", leave=False):
+    for item in progress(items, desc="reading images", unit="img", leave=False):
         try:
             images.append(_stored(load_rgb(item.path)))
             kept.append(item)
@@ -282,7 +282,7 @@ def train_judge(items: list[LabelledImage], size: int = 64, epochs: int = 30, ba
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps)
     started = time.time()
-    with tqdm(total=epochs * steps, desc="training the judge", unit="step") as bar:
+    with progress(total=epochs * steps, desc="training the judge", unit="step") as bar:
         for _ in range(epochs):
             net.train()
             for _ in range(steps):

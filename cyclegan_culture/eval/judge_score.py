@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from cyclegan_culture.data.images import BadImage, list_images, load_rgb
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.eval import metrics
 from cyclegan_culture.eval.floors import FLOORS, NEEDS_ART, apply_floor
 from cyclegan_culture.eval.judge import Judge
+from cyclegan_culture.progress import progress, say
 
 SSIM_SIDE = 256  # SSIM is measured with the longer side at this size (the figures do not depend on input size)
 
@@ -41,11 +41,11 @@ class ScoreRow:
 
 def _read(paths: list[Path], what: str) -> list[tuple[Path, Image.Image]]:
     out = []
-    for path in tqdm(paths, desc=f"reading {what}", unit="img", leave=False):
+    for path in progress(paths, desc=f"reading {what}", unit="img", leave=False):
         try:
             out.append((path, load_rgb(path)))
         except BadImage as exc:
-            tqdm.write(f"skipped {path}: {exc}")
+            say(f"skipped {path}: {exc}")
     return out
 
 

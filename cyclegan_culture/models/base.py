@@ -183,6 +183,8 @@ class TranslationModel:
             if name not in self.FREEZABLE:
                 raise ValueError(name)
             net_name, _, part = name.partition(".")
+            if part and not hasattr(self.nets[net_name], "parts"):  # a U-Net has no encoder/blocks/decoder
+                raise ValueError(name)
             modules = self.nets[net_name].parts()[part] if part else [self.nets[net_name]]
             for module in modules:
                 for p in module.parameters():

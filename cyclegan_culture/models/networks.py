@@ -59,6 +59,7 @@ class ResnetGenerator(nn.Module):
     """
 
     N_DOWNSAMPLING = 2
+    size_multiple = 4  # sizes divisible by this come back unchanged
 
     def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, norm: str = "instance",
                  use_dropout: bool = False, n_blocks: int = 9, upsample: str = "transpose"):
@@ -95,6 +96,56 @@ class ResnetGenerator(nn.Module):
         start = [i for i, m in enumerate(layers) if isinstance(m, ResnetBlock)]
         first, last = start[0], start[-1] + 1
         return {"encoder": layers[:first], "blocks": layers[first:last], "decoder": layers[last:]}
+
+
+class UnetSkipConnectionBlock(nn.Module):
+    """One level of the U-Net: a stride-2 4x4 convolution down, the inner levels, a transposed convolution up,
+    and the level's input concatenated to its output (the skip connection), in the reference's module order."""
+
+    def __init__(self, outer_nc: int, inner_nc: int, input_nc: int | None = None,
+                 submodule: nn.Module | None = None, outermost: bool = False, innermost: bool = False,
+                 norm_layer: NormFactory = nn.BatchNorm2d, use_bias: bool = False, use_dropout: bool = False):
+        super().__init__()
+        self.outermost = outermost
+        down_conv = nn.Conv2d(input_nc or outer_nc, inner_nc, 4, stride=2, padding=1, bias=use_bias)
+        if outermost:
+            layers = [down_conv, submodule, nn.ReLU(True),
+                      nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, stride=2, padding=1), nn.Tanh()]
+        elif innermost:
+            layers = [nn.LeakyReLU(0.2, True), down_conv, nn.ReLU(True),
+                      nn.ConvTranspose2d(inner_nc, outer_nc, 4, stride=2, padding=1, bias=use_bias),
+                      norm_layer(outer_nc)]
+        else:
+            layers = [nn.LeakyReLU(0.2, True), down_conv, norm_layer(inner_nc), submodule, nn.ReLU(True),
+                      nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, stride=2, padding=1, bias=use_bias),
+                      norm_layer(outer_nc)] + ([nn.Dropout(0.5)] if use_dropout else [])
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) if self.outermost else torch.cat([x, self.model(x)], 1)
+
+
+class UnetGenerator(nn.Module):
+    """The reference's U-Net (unet_128: 7 levels, unet_256: 8): sizes must be multiples of 2^levels, so
+    ``size_multiple`` tells inference how far to pad."""
+
+    def __init__(self, input_nc: int = 3, output_nc: int = 3, num_downs: int = 8, ngf: int = 64,
+                 norm: str = "batch", use_dropout: bool = False):
+        super().__init__()
+        norm_layer, use_bias = get_norm_layer(norm), _conv_bias(norm)
+        block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, norm_layer=norm_layer, use_bias=use_bias, innermost=True)
+        for _ in range(num_downs - 5):
+            block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, submodule=block, norm_layer=norm_layer,
+                                            use_bias=use_bias, use_dropout=use_dropout)
+        for outer in (4, 2, 1):
+            block = UnetSkipConnectionBlock(ngf * outer, ngf * outer * 2, submodule=block, norm_layer=norm_layer,
+                                            use_bias=use_bias)
+        self.model = UnetSkipConnectionBlock(output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True,
+                                             norm_layer=norm_layer, use_bias=use_bias)
+        self.size_multiple = 2 ** num_downs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
 
 
 class NLayerDiscriminator(nn.Module):
@@ -164,11 +215,17 @@ def init_weights(net: nn.Module, init_type: str = "normal", init_gain: float = 0
 
 def define_G(input_nc: int, output_nc: int, ngf: int, netG: str, norm: str = "instance",
              use_dropout: bool = False, init_type: str = "normal", init_gain: float = 0.02,
-             upsample: str = "transpose") -> ResnetGenerator:
+             upsample: str = "transpose") -> nn.Module:
     blocks = {"resnet_9blocks": 9, "resnet_6blocks": 6}
-    if netG not in blocks:
+    levels = {"unet_128": 7, "unet_256": 8}
+    if netG in blocks:
+        net: nn.Module = ResnetGenerator(input_nc, output_nc, ngf, norm, use_dropout, blocks[netG], upsample)
+    elif netG in levels:
+        if upsample != "transpose":
+            raise ValueError(f"netG {netG} upsamples by transposed convolutions only (upsample {upsample!r})")
+        net = UnetGenerator(input_nc, output_nc, levels[netG], ngf, norm, use_dropout)
+    else:
         raise ValueError(f"unknown netG {netG!r}")
-    net = ResnetGenerator(input_nc, output_nc, ngf, norm, use_dropout, blocks[netG], upsample)
     init_weights(net, init_type, init_gain)
     return net
 

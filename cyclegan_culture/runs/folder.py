@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from cyclegan_culture.errors import UserError
+from cyclegan_culture.errors import UserError, brief
 from cyclegan_culture.files import atomic_write_text
 from cyclegan_culture.models import networks, registry
 from cyclegan_culture.models.config import ModelConfig, TrainSchedule
+from cyclegan_culture.progress import say
 from cyclegan_culture.runs.checkpoint import load_network_weights, network_path
 
 CONFIG_FILE = "config.json"
@@ -59,6 +59,33 @@ def read_model_config(run_dir: Path | None, overrides: dict[str, Any] | None = N
     return ModelConfig.from_dict({**values, **(overrides or {})})
 
 
+GALLERIES_FILE = "galleries.json"
+
+
+def record_gallery(run_dir: Path, phase: str, epoch: str, page: Path) -> None:
+    """Note where test.py wrote this run's gallery (so compare can link to it wherever --results_dir was)."""
+    path = Path(run_dir) / GALLERIES_FILE
+    try:
+        known = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        known = {}  # a damaged note only loses links; it is rewritten whole
+    if not isinstance(known, dict):
+        known = {}
+    known[f"{phase}_{epoch}"] = str(Path(page).resolve())
+    try:
+        atomic_write_text(path, json.dumps(known, indent=2, ensure_ascii=False) + "\n")
+    except OSError:
+        pass  # a read-only run folder: compare then looks under --results_dir only
+
+
+def recorded_gallery(run_dir: Path, phase: str, epoch: str) -> Path | None:
+    try:
+        known = json.loads((Path(run_dir) / GALLERIES_FILE).read_text(encoding="utf-8"))
+        return Path(known[f"{phase}_{epoch}"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def available_epochs(run_dir: Path) -> list[str]:
     return sorted({p.name.split("_net_")[0] for p in Path(run_dir).glob("*_net_G_A.pth")})
 
@@ -91,7 +118,7 @@ def load_generator_file(path: Path, config: ModelConfig, direction: str, device:
         return generator_from_state(load_network_weights(path), config, plan, direction)
     except ValueError as exc:
         raise UserError(f"{path}: does not fit --netG {config.netG} --ngf {config.ngf} --norm {config.norm} "
-                        f"({str(exc)[:200]}); pass the flags the model was trained with") from None
+                        f"({brief(exc)}); pass the flags the model was trained with") from None
 
 
 def generator_names(config: ModelConfig) -> dict[str, str]:
@@ -123,11 +150,11 @@ def load_finetune_weights(nets: dict[str, nn.Module], run: Path, epoch: str) -> 
         if not path.is_file():
             if name.startswith("G"):
                 raise UserError(f"--finetune_from: {path} not found; check --finetune_epoch")
-            tqdm.write(f"note: {path} not found; {name} starts from scratch")
+            say(f"note: {path} not found; {name} starts from scratch")
             continue
         try:
             networks.load_network_state(net, load_network_weights(path))
         except ValueError as exc:
-            raise UserError(f"--finetune_from: {path} does not fit this run's architecture ({str(exc)[:160]}); "
+            raise UserError(f"--finetune_from: {path} does not fit this run's architecture ({brief(exc)}); "
                             "use the same --netG/--ngf/--ndf/--norm as that run") from None
-    tqdm.write(f"Fine-tuning from {run} (epoch {epoch})")
+    say(f"Fine-tuning from {run} (epoch {epoch})")

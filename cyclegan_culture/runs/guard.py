@@ -6,8 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from tqdm import tqdm
 
+from cyclegan_culture.progress import say
 from cyclegan_culture.runs import checkpoint
 from cyclegan_culture.runs.lock import LOCK_FILE
 from cyclegan_culture.errors import UserError
@@ -35,7 +35,7 @@ def check_fresh_start(run_dir: Path, start_over: bool) -> None:
         for entry in run_dir.iterdir():
             if entry.name != LOCK_FILE and not entry.name.startswith("superseded-"):
                 os.replace(entry, aside / entry.name)
-        tqdm.write(f"--start_over: the earlier run's files are now in {aside}")
+        say(f"--start_over: the earlier run's files are now in {aside}")
         return
     if states:
         raise UserError(f"{run_dir}: already holds a run ({states[0]}); resume it with --continue_train, "

@@ -21,7 +21,7 @@ body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 table.grid { border-collapse: collapse; }
 table.grid td, table.grid th { padding: 4px 8px; vertical-align: top; text-align: center; }
 table.grid img { max-width: 256px; max-height: 256px; display: block; margin: auto; }
-p.caption { margin: 2px 0; font-size: 0.85em; word-break: break-all; max-width: 256px; }
+p.caption { margin: 2px 0; font-size: 0.85em; overflow-wrap: anywhere; max-width: 256px; }
 table.options td { padding: 0 10px 0 0; font-family: monospace; font-size: 0.85em; text-align: left; }
 .culture { background: #f6f3ea; padding: 0.6em 1em; border-left: 4px solid #b33; max-width: 60em; }
 """
@@ -48,11 +48,12 @@ def url(relative_path: str) -> str:
 
 
 def render_page(title: str, sections: Iterable[Section], intro: Iterable[tags.html_tag] = (),
-                refresh_seconds: int | None = None) -> str:
+                refresh_seconds: int | None = None, image_size: int = 256) -> str:
+    """``image_size``: the largest width and height images are shown at (the reference's --display_winsize)."""
     doc = dominate.document(title=title)
     with doc.head:
         tags.meta(charset="utf-8")
-        tags.style(STYLE)
+        tags.style(STYLE.replace("256px", f"{int(image_size)}px"))
         if refresh_seconds:
             tags.meta(http_equiv="refresh", content=str(refresh_seconds))
     # built with explicit add() calls, not `with` blocks, so the order is exactly the order written here
@@ -65,15 +66,22 @@ def render_page(title: str, sections: Iterable[Section], intro: Iterable[tags.ht
         if section.columns:
             table.add(tags.tr([tags.th(column) for column in section.columns]))
         for row in section.rows:
-            table.add(tags.tr([tags.td(tags.a(tags.img(src=url(cell.image), alt=cell.caption, loading="lazy"),
-                                              href=url(cell.link or cell.image)),
-                                       tags.p(cell.caption, cls="caption")) for cell in row]))
+            cells = []
+            for i, cell in enumerate(row):
+                # a cell under a column header needs no caption repeating it; the header is its alt text
+                alt = cell.caption or (section.columns[i] if i < len(section.columns) else "")
+                td = tags.td(tags.a(tags.img(src=url(cell.image), alt=alt, loading="lazy"),
+                                    href=url(cell.link or cell.image)))
+                if cell.caption:
+                    td.add(tags.p(cell.caption, cls="caption"))
+                cells.append(td)
+            table.add(tags.tr(cells))
     return doc.render()
 
 
 def write_page(path: Path, title: str, sections: Iterable[Section], intro: Iterable[tags.html_tag] = (),
-               refresh_seconds: int | None = None) -> Path:
-    atomic_write_text(Path(path), render_page(title, sections, intro, refresh_seconds))
+               refresh_seconds: int | None = None, image_size: int = 256) -> Path:
+    atomic_write_text(Path(path), render_page(title, sections, intro, refresh_seconds, image_size))
     return Path(path)
 
 

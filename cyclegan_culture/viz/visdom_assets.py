@@ -58,12 +58,18 @@ ASSETS: tuple[Asset, ...] = (
 )
 
 
+# visdom 0.2.4 ships only as source, and pip builds it with the newest setuptools, which has no pkg_resources:
+# a constraint file that pip passes on to its build environments keeps setuptools below 81 there
+VISDOM_INSTALL = ('printf "setuptools<81\\n" > "$PWD/build-constraints.txt" && '
+                  'PIP_CONSTRAINT="$PWD/build-constraints.txt" pip install "cyclegan-culture[visdom]"')
+
+
 def visdom_static_dir() -> Path:
     """visdom's static/ folder, where its server looks for these files."""
     spec = importlib.util.find_spec("visdom")
     if spec is None or spec.origin is None:
-        raise UserError("visdom is not installed; run `make install` (or pip install \"setuptools<81\" wheel && "
-                        "pip install --no-build-isolation visdom)")
+        raise UserError(f"visdom is not installed: {VISDOM_INSTALL} (its build needs setuptools<81; in a checkout, "
+                        "make install does it)")
     return Path(spec.origin).parent / "static"
 
 
@@ -82,7 +88,7 @@ def install_assets(static_dir: Path | None = None, npm: str = "npm") -> list[str
     if npm_path is None:
         raise UserError(f"Visdom's front-end files are missing from {static_dir} and npm is not installed: install "
                         "Node.js and npm (e.g. apt-get install npm), then run `cyclegan-culture visdom "
-                        "--install-assets`")
+                        "--install_assets`")
     installed = []
     by_package: dict[str, list[Asset]] = {}
     for asset in todo:

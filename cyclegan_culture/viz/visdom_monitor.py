@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from cyclegan_culture.progress import say
+
 
 
 @dataclass
@@ -112,13 +113,22 @@ class VisdomMonitor:
             if "stop" in kinds:
                 return
 
+    @property
+    def address(self) -> str:
+        """The page that shows this run (the server's root opens an empty 'main' environment)."""
+        server = self.server if self.server.startswith("http") else f"http://{self.server}"
+        return f"{server}:{self.port}/env/{self.env}"
+
     def _send_safely(self, send: Callable[[], None]) -> None:
+        # messages go through tqdm.write (say): a logging line would be glued onto the progress bar's line
         try:
             if self._client is None:
                 self._client = self._client_factory(self.server, self.port, self.env, self.timeout)
                 if self._connected_once:
-                    log.warning("Visdom server at %s:%s answers again; monitoring resumed", self.server, self.port)
+                    say(f"Visdom server at {self.server}:{self.port} answers again; monitoring resumed")
                     self._send_lines()  # a restarted server has lost its windows: re-send every curve
+                else:
+                    say(f"Visdom: connected; this run's plots are at {self.address}")
                 self._connected_once = True
             send()
             self.sent += 1
@@ -128,9 +138,9 @@ class VisdomMonitor:
             self._connected_once = True
             if not self._warned:
                 self._warned = True
-                log.warning("Visdom server at %s:%s is unreachable (%s); training continues and monitoring "
-                            "resumes by itself when it answers. Start it with: cyclegan-culture visdom --port %s",
-                            self.server, self.port, exc.__class__.__name__, self.port)
+                say(f"warning: Visdom server at {self.server}:{self.port} is unreachable ({exc.__class__.__name__}); "
+                    "training continues and monitoring resumes by itself when it answers. Start it with: "
+                    f"cyclegan-culture visdom --port {self.port}")
 
     def _send_lines(self) -> None:
         with self._lock:
@@ -150,7 +160,16 @@ class VisdomMonitor:
         grid = np.stack([visuals[k] for k in labels])
         self._client.images(grid, nrow=self.ncols, win="visuals", env=self.env, padding=2,
                             opts={"title": f"{self.title}, epoch {epoch}: " + " ".join(labels),
-                                  "caption": " | ".join(labels)})
+                                  "caption": " | ".join(labels), **pane_size(grid.shape, self.ncols)})
+
+
+def pane_size(shape: tuple[int, ...], ncols: int, padding: int = 2) -> dict[str, int]:
+    """The image pane's width and height in pixels, so the whole grid shows at full size: Visdom's default
+    pane cut off the fourth column and the second row. Its frame and title bar take about 20 and 60 px."""
+    n, _, h, w = shape
+    cols = max(1, min(ncols, n))
+    rows = -(-n // cols)
+    return {"width": cols * (w + padding) + padding + 20, "height": rows * (h + padding) + padding + 60}
 
 
 def _make_client(server: str, port: int, env: str, timeout: float) -> Any:
