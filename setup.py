@@ -52,8 +52,11 @@ setup(
         "app": ["starlette>=0.37", "uvicorn>=0.29"],
         # train.py --tensorboard
         "tensorboard": ["tensorboard>=2.12"],
+        # stylize CLIP.mp4: PyAV reads and writes video (FFmpeg inside its wheels), OpenCV's optical flow
+        "video": ["av>=12", "opencv-python-headless>=4.8"],
         "test": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17", "torch-fidelity>=0.3", "starlette>=0.37",
-                 "uvicorn>=0.29", "websocket-client>=1.6", "tensorboard>=2.12"],
+                 "uvicorn>=0.29", "websocket-client>=1.6", "tensorboard>=2.12", "av>=12",
+                 "opencv-python-headless>=4.8"],
     },
     entry_points={"console_scripts": ["cyclegan-culture=cyclegan_culture.cli:main"]},
 )

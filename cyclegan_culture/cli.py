@@ -53,12 +53,16 @@ def _stylize(argv: list[str]) -> int:
 
     from cyclegan_culture.devices import device_for
     from cyclegan_culture.engine.stylize import stylize_paths
+    from cyclegan_culture.engine.video import check_video_target, stylize_video, video_output
     from cyclegan_culture.inference import Stylizer
     from cyclegan_culture.options import ArgumentParser
+    from cyclegan_culture.video.io import is_video_file
+    from cyclegan_culture.video.stability import DEFAULTS as VIDEO_DEFAULTS, StabilityOptions
 
     p = ArgumentParser(prog="cyclegan-culture stylize",
-                       description="Translate images (files or folders, recursively) at their own size.")
-    p.add_argument("inputs", nargs="+", help="image files and folders")
+                       description="Translate images (files or folders, recursively) at their own size, and video "
+                                   "clips (.mp4, .mov, .mkv, ...; the [video] extra) into clips.")
+    p.add_argument("inputs", nargs="+", help="image files, folders of images, video files")
     p.add_argument("--out", "--output", dest="output", required=True, help="folder for the results (relative paths are kept); it may not "
                    "hold the inputs unless --suffix is given")
     p.add_argument("--suffix", default=None, help="add this to each output's name (photo.jpg -> photo_SUFFIX.jpg); "
@@ -70,6 +74,12 @@ def _stylize(argv: list[str]) -> int:
     src.add_argument("--checkpoint", help="a bare generator file, e.g. the reference's latest_net_G_A.pth")
     p.add_argument("--direction", default="AtoB", choices=["AtoB", "BtoA"], help="AtoB uses G_A, BtoA uses G_B")
     _inference_flags(p)
+    video = p.add_argument_group("video (docs/video.md)")
+    video.add_argument("--temporal_window", type=int, default=VIDEO_DEFAULTS.window, help="pool the normalisation "
+                       "statistics over this many frames (1: each frame its own)")
+    video.add_argument("--flow_blend", type=float, default=VIDEO_DEFAULTS.blend, help="blend this much of the "
+                       "previous stylized frame, moved along the optical flow, into each frame (0: off)")
+    video.add_argument("--overwrite", action="store_true", help="replace an existing output video")
     model = p.add_argument_group("architecture (for --checkpoint, or to override a run's opt.json)")
     model.add_argument("--netG", help="resnet_9blocks or resnet_6blocks (default: the run's, else resnet_9blocks)")
     model.add_argument("--ngf", type=int, help="generator filters (default: the run's, else 64)")
@@ -81,6 +91,20 @@ def _stylize(argv: list[str]) -> int:
     flags = {k: getattr(args, k) for k in ("netG", "ngf", "norm", "upsample", "use_dropout", "no_dropout")
              if getattr(args, k) is not None}
     common = dict(device=device_for(args.gpu_ids), amp=args.amp, tile=args.tile, overlap=args.overlap)
+    videos = [Path(a) for a in args.inputs if Path(a).is_file() and is_video_file(Path(a))]
+    images = [a for a in args.inputs if not (Path(a).is_file() and is_video_file(Path(a)))]
+    stability = StabilityOptions(args.temporal_window, args.flow_blend)
+    if videos and (stability.window < 1 or not 0 <= stability.blend < 1):
+        raise UserError("--temporal_window must be 1 or more and --flow_blend in [0, 1)")
+    for video in videos if args.culture != "all" else []:  # every video's output, before any work
+        check_video_target(video, video_output(video, Path(args.output), args.suffix), args.overwrite)
+
+    def run(stylizer: Stylizer, output: Path) -> None:
+        if images:
+            stylize_paths(stylizer, images, output, args.suffix)
+        for video in videos:
+            stylize_video(stylizer, video, video_output(video, output, args.suffix), stability, args.overwrite)
+
     if args.culture:
         from cyclegan_culture.pretrained import catalog
 
@@ -89,15 +113,14 @@ def _stylize(argv: list[str]) -> int:
             raise UserError("--culture all: no cultures are installed (cyclegan-culture cultures add NAME --model RUN)")
         for key in keys:
             stylizer = Stylizer.from_pretrained(key, epoch="latest", direction=args.direction, **common, **flags)
-            output = Path(args.output) / key if args.culture == "all" else Path(args.output)
-            stylize_paths(stylizer, args.inputs, output, args.suffix)
+            run(stylizer, Path(args.output) / key if args.culture == "all" else Path(args.output))
         return 0
     if args.model:
         stylizer = Stylizer.from_pretrained(args.model, epoch=args.epoch, direction=args.direction, **common,
                                             **flags)
     else:
         stylizer = Stylizer.from_checkpoint(args.checkpoint, **common, **flags)
-    stylize_paths(stylizer, args.inputs, Path(args.output), args.suffix)
+    run(stylizer, Path(args.output))
     return 0
 
 

@@ -10,7 +10,7 @@ from collections import defaultdict
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "cyclegan_culture"
-LOWER = ("models", "data", "eval", "viz", "accel", "runs")
+LOWER = ("models", "data", "eval", "viz", "accel", "runs", "video")
 
 
 def unit(module: str) -> str:

@@ -6,6 +6,8 @@ the source photo and (for those that borrow from art) a real painting of the tar
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Callable
 
 import numpy as np
@@ -53,7 +55,9 @@ def colour_transfer(photo: Image.Image, art: Image.Image | None) -> Image.Image:
     ref = color.rgb2lab(np.asarray(art, dtype=np.float64) / 255.0)
     axes = (0, 1)
     out = (src - src.mean(axes)) / (src.std(axes) + 1e-6) * ref.std(axes) + ref.mean(axes)
-    rgb = color.lab2rgb(out)
+    with warnings.catch_warnings():  # out-of-gamut colours are clipped on purpose: no warning per photo
+        warnings.simplefilter("ignore", UserWarning)
+        rgb = color.lab2rgb(out)
     return Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8))
 
 
