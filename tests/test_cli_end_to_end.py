@@ -121,6 +121,9 @@ def test_preset_cpu_sets_small_configuration_and_explicit_flags_win():
     assert (opt.crop_size, opt.netG, opt.ngf, opt.ndf) == (128, "resnet_6blocks", 16, 32)
     assert (opt.upsample, opt.diffaugment, opt.ema_decay) == ("resize", "color,translation", 0.999)
     assert opt.name == "x"
+    long = options.parse(options.build_train_parser(), ["--dataroot", "x", "--preset", "cpu_long"])
+    assert (long.n_epochs, long.n_epochs_decay, long.crop_size, long.ema_decay) == (40, 20, 128, 0.999)
+    assert (opt.n_epochs, opt.n_epochs_decay) == (14, 10)
 
 
 def test_wrappers_and_console_script_run_as_subprocesses(tmp_path):
