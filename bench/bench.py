@@ -84,7 +84,7 @@ def model_opt(args: argparse.Namespace) -> argparse.Namespace:
     argv = ["--dataroot", "bench", "--crop_size", str(args.crop), "--load_size", str(args.crop), "--netG", args.netG,
             "--ngf", str(args.ngf), "--ndf", str(args.ndf), "--batch_size", str(args.batch_size),
             "--channels_last", args.channels_last, "--conv_algorithm", args.conv_algorithm,
-            "--gpu_ids", "0" if args.device == "cuda" else "-1"]
+            "--autotune", args.autotune, "--gpu_ids", "0" if args.device == "cuda" else "-1"]
     argv += ["--amp"] * args.amp + ["--compile"] * args.compile
     return options.parse(options.build_train_parser(), argv)
 
@@ -270,7 +270,7 @@ def bench_testpy(args: argparse.Namespace) -> dict:
             cmd = [sys.executable, str(ROOT / "test.py"), "--dataroot", str(tmp / "data"), "--name", "bench",
                    "--checkpoints_dir", str(tmp / "ckpt"), "--results_dir", str(tmp / "results"), "--netG",
                    args.netG, "--ngf", str(args.ngf), "--channels_last", args.channels_last,
-                   "--conv_algorithm", args.conv_algorithm]
+                   "--conv_algorithm", args.conv_algorithm, "--autotune", args.autotune]
             cmd += ["--amp"] * args.amp + ["--gpu_ids", "0" if args.device == "cuda" else "-1"]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -308,6 +308,7 @@ def config(args: argparse.Namespace) -> dict:
     return {"mode": "reference" if getattr(args, "reference_step", False) else "ours", "crop": args.crop,
             "netG": args.netG, "ngf": args.ngf, "batch_size": args.batch_size, "precision": precision,
             "channels_last": args.channels_last, "conv_algorithm": args.conv_algorithm, "compile": args.compile,
+            "autotune": args.autotune,
             "device": args.device, **({"cudnn_benchmark": args.cudnn_benchmark} if args.device == "cuda" else {}),
             "machine": machine(), "torch": torch.__version__}
 
@@ -360,6 +361,8 @@ def main() -> None:
     p.add_argument("--channels_last", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--compile", action="store_true")
     p.add_argument("--conv_algorithm", default="auto", choices=options.CONV_ALGORITHMS)
+    p.add_argument("--autotune", default="auto", choices=["auto", "on", "off"],
+                   help="the per-machine plan (accel/autotune.py): auto reads or fills the cache")
     p.add_argument("--cudnn_benchmark", default="on", choices=["on", "off"],
                    help="CUDA: cuDNN autotuning for our step (train.py and test.py turn it on)")
     p.add_argument("--reference_step", action="store_true", help="time the reference's step instead of ours")

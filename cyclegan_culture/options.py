@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import torch
 
 from cyclegan_culture.accel import CONV_ALGORITHMS, ExecutionPlan, PlanError, make_plan
+from cyclegan_culture.accel.autotune import MODES as AUTOTUNE_MODES, default_mode as default_autotune_mode
 from cyclegan_culture.devices import parse_gpu_ids
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_write_text
@@ -130,6 +131,10 @@ def _add_common(parser: argparse.ArgumentParser, training: bool) -> None:
                    "channels_last (default generator, crops from about 96 px; 48x48 in NCHW), unless --compile. "
                    "direct also runs the generator's last convolution as PyTorch's (auto: per 2x2 output block "
                    "on CPU)")
+    s.add_argument("--autotune", default=default_autotune_mode(), choices=AUTOTUNE_MODES,
+                   help="with --conv_algorithm auto on CPU: time each layer's algorithms once per shape on this "
+                   "machine and keep the fastest in a cache file (~/.cache/cyclegan-culture, keyed by CPU, flags, "
+                   "threads and torch); on: time again; off: the built-in thresholds (also CYCLEGAN_CULTURE_AUTOTUNE)")
     s.add_argument("--compile", action="store_true", help="torch.compile the networks (slow start, faster steps; "
                    "falls back to eager with a warning where it cannot compile)")
 
@@ -443,7 +448,8 @@ def execution_plan(opt: argparse.Namespace, device: torch.device, training: bool
     """The one place where the speed flags become an execution plan (cyclegan_culture.accel)."""
     try:
         return make_plan(device, getattr(opt, "amp", False), getattr(opt, "channels_last", "off"),
-                         getattr(opt, "conv_algorithm", "auto"), getattr(opt, "compile", False), opt.norm, training)
+                         getattr(opt, "conv_algorithm", "auto"), getattr(opt, "compile", False), opt.norm, training,
+                         getattr(opt, "autotune", None))
     except PlanError as exc:
         raise UserError(f"--{exc.setting}: {exc}") from None
 

@@ -8,7 +8,7 @@ docs/performance.md.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,9 @@ from torch import nn
 
 from cyclegan_culture.accel import phase_conv, winograd_f2
 from cyclegan_culture.accel.winograd import winograd_conv3x3_reflect, winograd_filters
+
+if TYPE_CHECKING:
+    from cyclegan_culture.accel.autotune import Autotuner
 
 
 class InstanceNorm(nn.InstanceNorm2d):
@@ -151,7 +154,8 @@ class ResidualConv(nn.Conv2d):
     and, under 'auto', from 256 channels."""
 
     algorithm = "direct"
-    # Where 'auto' uses Winograd, measured (docs/performance.md): from 256 channels (the default generator's
+    tuner: "Autotuner | None" = None  # under 'auto': times the candidates once per shape (accel/autotune.py)
+    # Where 'auto' uses Winograd without a tuner (--autotune off), measured (docs/performance.md): from 256 channels (the default generator's
     # blocks; with 128, as in --preset cpu, test.py was no faster and used more memory; with 64, slower), and
     # from 48x48 pixels per feature map in NCHW (crops from about 192 px; at 32x32 its strided tile transforms
     # left the step only 1.06x faster, for more memory), from 24x24 in channels_last, whose transforms are plain
@@ -165,14 +169,68 @@ class ResidualConv(nn.Conv2d):
         super().__init__(dim, dim, 3, padding=0, bias=use_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._uses_winograd(x):
+        winograd, f2 = self._uses_winograd(x), self._uses_winograd_f2(x)
+        if self.algorithm == "auto" and self.tuner is not None and (winograd or f2 or self._could_use_winograd(x)):
+            choice = self._tuned(x, "winograd" if winograd else "winograd_f2" if f2 else "direct")
+            winograd, f2 = choice == "winograd", choice == "winograd_f2"
+        if winograd:
             return winograd_conv3x3_reflect(x, self.weight, self.bias, self._inference_filters())
-        if self._uses_winograd_f2(x):
+        if f2:
             transformed = fixed_weight_cache(self, "_winograd_f2_cache", winograd_f2.filters)
             if transformed is not None and transformed.dtype == x.dtype:  # bf16 inference with fixed weights
                 with torch.autocast("cpu", enabled=False):  # autocast would pad in fp32
                     return winograd_f2.conv3x3_reflect(x, transformed, self.bias)
         return super().forward(reflect_pad(x, 1))
+
+    def _could_use_winograd(self, x: torch.Tensor) -> bool:
+        """Where a Winograd path applies at all (below the thresholds too): the tuner decides there."""
+        if x.device.type != "cpu":
+            return False
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32 and not _cpu_autocast_enabled():
+            return True
+        return x.dtype == torch.bfloat16 and not torch.is_grad_enabled() and winograd_f2.applies(x)
+
+    def _tuned(self, x: torch.Tensor, default: str) -> str:
+        """The tuner's choice for this input's shape, precision, layout and pass (training or inference), timed
+        on detached copies (the layer's own gradients and caches are untouched)."""
+        training = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        key = (f"residual_conv {tuple(x.shape)} {str(x.dtype).replace('torch.', '')} "
+               f"{'nhwc' if channels_last else 'nchw'} {'train' if training else 'infer'}")
+        if x.dtype == torch.bfloat16:  # inference in bf16: direct or F(2x2, 3x3)
+            return self.tuner.choose(key, lambda: self._bf16_candidates(x), default, ("direct", "winograd_f2"))
+        with torch.enable_grad() if training else torch.no_grad():
+            return self.tuner.choose(key, lambda: self._fp32_candidates(x, training), default, ("direct", "winograd"))
+
+    def _bf16_candidates(self, x: torch.Tensor) -> dict[str, Callable[[], object]]:
+        sample = torch.randn_like(x)
+        w = self.weight.detach().to(torch.bfloat16)
+        b = None if self.bias is None else self.bias.detach().to(torch.bfloat16)
+        f2_filters = winograd_f2.filters(w)
+
+        def direct() -> object:
+            with torch.autocast("cpu", enabled=False):
+                return F.conv2d(reflect_pad(sample, 1), w, b)
+
+        def f2() -> object:
+            with torch.autocast("cpu", enabled=False):
+                return winograd_f2.conv3x3_reflect(sample, f2_filters, b)
+        return {"direct": direct, "winograd_f2": f2}
+
+    def _fp32_candidates(self, x: torch.Tensor, training: bool) -> dict[str, Callable[[], object]]:
+        sample = torch.randn_like(x)
+        weight, bias = self.weight.detach().clone(), None if self.bias is None else self.bias.detach().clone()
+        kept = None if training else winograd_filters(weight)  # inference keeps its transformed filters
+
+        def run(winograd: bool) -> Callable[[], object]:
+            def step() -> object:
+                inp = sample.detach().requires_grad_(training)
+                w = weight.detach().requires_grad_(training)
+                out = winograd_conv3x3_reflect(inp, w, bias, kept) if winograd else F.conv2d(reflect_pad(inp, 1), w,
+                                                                                              bias)
+                return torch.autograd.grad(out.sum(), (inp, w)) if training else out
+            return step
+        return {"direct": run(False), "winograd": run(True)}
 
     def _uses_winograd_f2(self, x: torch.Tensor) -> bool:
         """bf16 inference in channels_last (accel/plan.inference_weights): F(2x2, 3x3) where forced,
@@ -220,9 +278,35 @@ class OutputConv(nn.Conv2d):
     the plan's conv_algorithm, as for ResidualConv), it is PyTorch's convolution."""
 
     algorithm = "direct"
+    tuner: "Autotuner | None" = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.algorithm == "direct" or x.device.type != "cpu" or not phase_conv.applies(x, self.weight):
             return super().forward(x)
+        if self.algorithm == "auto" and self.tuner is not None and self._tuned(x) == "direct":
+            return super().forward(x)
         kernel = fixed_weight_cache(self, "_phase_kernel_cache", phase_conv.phase_weight)
         return phase_conv.phase_conv2d(x, self.weight, self.bias, kernel)
+
+    def _tuned(self, x: torch.Tensor) -> str:
+        training = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        autocast = _cpu_autocast_enabled()
+        key = (f"output_conv {tuple(x.shape)} {str(x.dtype).replace('torch.', '')}{' autocast' if autocast else ''} "
+               f"{'nhwc' if channels_last else 'nchw'} {'train' if training else 'infer'}")
+        with torch.enable_grad() if training else torch.no_grad():
+            return self.tuner.choose(key, lambda: self._candidates(x, training), "phase", ("direct", "phase"))
+
+    def _candidates(self, x: torch.Tensor, training: bool) -> dict[str, Callable[[], object]]:
+        sample = torch.randn_like(x)
+        weight = self.weight.detach().clone()
+        bias = None if self.bias is None else self.bias.detach().clone()
+
+        def run(phase: bool) -> Callable[[], object]:
+            def step() -> object:
+                inp = sample.detach().requires_grad_(training)
+                w = weight.detach().requires_grad_(training)
+                out = phase_conv.phase_conv2d(inp, w, bias, None) if phase else F.conv2d(inp, w, bias)
+                return torch.autograd.grad(out.float().sum(), (inp, w)) if training else out
+            return step
+        return {"direct": run(False), "phase": run(True)}

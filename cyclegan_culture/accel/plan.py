@@ -7,11 +7,12 @@ docs/performance.md.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from cyclegan_culture.accel.autotune import MODES, Autotuner, default_mode
 from cyclegan_culture.accel.layers import InstanceNorm
 from cyclegan_culture.accel.swap import swap_layers
 CONV_ALGORITHMS = ("auto", "direct", "winograd")
@@ -36,10 +37,11 @@ class ExecutionPlan:
     conv_algorithm: str = "direct"              # for accel.layers.ResidualConv and OutputConv
     compile: bool = False
     fast_layers: bool = True                    # off: the reference's layers as built (a plain plan)
+    tuner: Autotuner | None = field(default=None, compare=False)  # 'auto' algorithms timed per machine
 
     def apply(self, net: nn.Module) -> nn.Module:
         if self.fast_layers:
-            net = swap_layers(net, self.conv_algorithm)
+            net = swap_layers(net, self.conv_algorithm, self.tuner)
         return net.to(self.device, memory_format=self.memory_format)
 
     def compiled(self, nets: dict[str, nn.Module]) -> dict[str, nn.Module]:
@@ -48,10 +50,24 @@ class ExecutionPlan:
 
 
 def make_plan(device: torch.device, amp: bool = False, channels_last: str = "auto", conv_algorithm_: str = "auto",
-              compile_: bool = False, norm: str = "instance", training: bool = False) -> ExecutionPlan:
-    """The plan for these settings (the --amp, --channels_last, --conv_algorithm and --compile flags)."""
+              compile_: bool = False, norm: str = "instance", training: bool = False,
+              autotune: str | None = None) -> ExecutionPlan:
+    """The plan for these settings (the --amp, --channels_last, --conv_algorithm, --compile and --autotune
+    flags). With conv_algorithm 'auto' on CPU, the per-machine tuner (accel/autotune.py) picks each layer's
+    algorithm unless autotune is 'off'."""
+    algorithm = conv_algorithm(conv_algorithm_, device, compile_)
+    mode = autotune or default_mode()
+    if mode not in MODES:
+        raise PlanError("autotune", f"unknown {mode!r}; use one of {', '.join(MODES)}")
+    tuner = shared_tuner(mode) if algorithm == "auto" and device.type == "cpu" and mode != "off" else None
     return ExecutionPlan(device, amp_dtype(device, amp), memory_format(channels_last, device, norm, training),
-                         conv_algorithm(conv_algorithm_, device, compile_), compile_)
+                         algorithm, compile_, tuner=tuner)
+
+
+@functools.lru_cache(maxsize=None)
+def shared_tuner(mode: str) -> Autotuner:
+    """One tuner per process and mode: every network of a run shares its choices and its cache file."""
+    return Autotuner(mode)
 
 
 def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:

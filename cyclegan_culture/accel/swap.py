@@ -4,6 +4,8 @@ initialisation are untouched, so checkpoints load either way; removing all accel
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from cyclegan_culture.accel.layers import InstanceNorm, OutputConv, ReflectionPad, ResidualConv
@@ -16,7 +18,7 @@ def _recast(module: nn.Module, fast: type[nn.Module]) -> None:
     module.__class__ = fast
 
 
-def swap_layers(net: nn.Module, conv_algorithm: str = "direct") -> nn.Module:
+def swap_layers(net: nn.Module, conv_algorithm: str = "direct", tuner: Any = None) -> nn.Module:
     """``net`` with its instance norms, residual convolutions (their reflection padding folded in) and the
     generator's last padding and convolution swapped for accel.layers' equivalents; ``conv_algorithm`` (auto,
     direct, winograd) says how the convolutions are computed. Applying it twice only resets the algorithm."""
@@ -38,4 +40,5 @@ def swap_layers(net: nn.Module, conv_algorithm: str = "direct") -> nn.Module:
     for module in net.modules():
         if isinstance(module, (ResidualConv, OutputConv)):
             module.algorithm = conv_algorithm
+            module.tuner = tuner
     return net

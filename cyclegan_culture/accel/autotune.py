@@ -1,0 +1,126 @@
+"""A per-machine execution plan: the first time a layer meets a shape, its candidate algorithms are timed on this
+machine and the fastest is kept, in a small JSON file in the user's cache folder; later runs read it back.
+
+Fixed thresholds tuned on one CPU were wrong on another (issue 21: the Winograd paths that paid on one Intel
+Xeon bought nothing on an AMD EPYC). Like cuDNN's benchmark mode, but persistent, so that a resumed run, and every
+run of a machine, makes the same choices (numerics differ between algorithms at rounding level, and resuming is
+bit-identical only when they do not change). The cache is keyed by the CPU model, its flags, the thread count
+and the torch version; a damaged or foreign file is ignored with a note. ``--autotune off`` (or
+CYCLEGAN_CULTURE_AUTOTUNE=off) keeps the built-in thresholds; ``on`` times everything again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from cyclegan_culture.files import atomic_write_text
+
+MODES = ("auto", "on", "off")
+MODE_ENV = "CYCLEGAN_CULTURE_AUTOTUNE"
+CACHE_ENV = "CYCLEGAN_CULTURE_CACHE"
+REPEATS = 3  # timed runs per candidate after one warm-up; the fastest counts
+
+
+def cache_folder() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cyclegan-culture"
+
+
+def machine() -> dict[str, object]:
+    """What the timings depend on."""
+    model, flags = "", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith(("flags", "Features")) and not flags:
+                flags = " ".join(sorted(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    return {"cpu": model, "flags": hashlib.sha1(flags.encode()).hexdigest()[:16], "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+
+
+class Autotuner:
+    """Chooses among candidate implementations by timing them once per key on this machine."""
+
+    def __init__(self, mode: str = "auto", folder: Path | None = None):
+        if mode not in MODES:
+            raise ValueError(f"unknown autotune mode {mode!r}; use one of {', '.join(MODES)}")
+        self.mode = mode
+        self.machine = machine()
+        digest = hashlib.sha1(json.dumps(self.machine, sort_keys=True).encode()).hexdigest()[:12]
+        self.path = (folder or cache_folder()) / f"plan-{digest}.json"
+        self.choices: dict[str, str] = {}
+        self.timings: dict[str, dict[str, float]] = {}
+        self.note: str | None = None
+        if mode == "auto":
+            self._load()
+
+    def _load(self) -> None:
+        if not self.path.is_file():
+            return
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("machine") != self.machine:
+                raise ValueError("made on another machine or torch version")
+            self.choices = {str(k): str(v) for k, v in data["choices"].items()}
+            self.timings = data.get("timings_ms", {})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self.note = f"note: ignored the execution plan cache {self.path} ({exc}); timing afresh"
+            print(self.note)
+            self.choices, self.timings = {}, {}
+
+    def choose(self, key: str, candidates: dict[str, Callable[[], object]] | Callable[[], dict[str, Callable]],
+               default: str, names: tuple[str, ...] | None = None) -> str:
+        """The fastest of ``candidates`` (name -> a function to time) for ``key``, timed now if not known, or
+        ``default`` when off. ``candidates`` may be a function that builds them, with their ``names``: it is
+        called only when timing is needed, so a known key costs a dictionary lookup."""
+        names = names or tuple(candidates)  # type: ignore[arg-type]
+        if self.mode == "off" or len(names) < 2:
+            return default
+        known = self.choices.get(key)
+        if known in names:
+            return known
+        if callable(candidates):
+            candidates = candidates()
+        times = {name: _best_time(run) for name, run in candidates.items()}
+        self.choices[key] = min(times, key=times.get)
+        self.timings[key] = {name: round(t * 1000, 3) for name, t in times.items()}
+        self._save()
+        return self.choices[key]
+
+    def _save(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, json.dumps({"machine": self.machine, "choices": self.choices,
+                                                     "timings_ms": self.timings}, indent=1, sort_keys=True) + "\n")
+        except OSError as exc:  # a read-only home: the choices still hold for this process
+            if self.note is None:
+                self.note = f"note: cannot write the execution plan cache {self.path} ({exc.strerror})"
+                print(self.note)
+
+
+def _best_time(run: Callable[[], object]) -> float:
+    run()  # warm-up: first-call allocations and oneDNN primitive creation
+    best = float("inf")
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def default_mode() -> str:
+    mode = os.environ.get(MODE_ENV, "auto")
+    return mode if mode in MODES else "auto"

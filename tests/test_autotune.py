@@ -1,0 +1,77 @@
+"""The per-machine execution plan (issue 21): choices timed once per shape, kept in a cache file keyed by the
+machine, read back by later runs, ignored when damaged or foreign; numerics within the usual tolerances."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from cyclegan_culture.accel import autotune, make_plan
+from cyclegan_culture.accel.layers import OutputConv, ResidualConv
+from cyclegan_culture.models import networks
+
+
+def test_the_faster_candidate_wins_and_is_kept_for_later_runs(tmp_path, monkeypatch):
+    tuner = autotune.Autotuner("auto", tmp_path)
+    choice = tuner.choose("k", {"slow": lambda: time.sleep(0.01), "fast": lambda: None}, default="slow")
+    assert choice == "fast" and tuner.path.is_file()
+    saved = json.loads(tuner.path.read_text())
+    assert saved["choices"] == {"k": "fast"} and saved["machine"] == autotune.machine()
+    # a later run reads the choice without timing anything
+    monkeypatch.setattr(autotune, "_best_time", lambda run: pytest.fail("timed again"))
+    assert autotune.Autotuner("auto", tmp_path).choose("k", {"slow": int, "fast": int}, default="slow") == "fast"
+    # off keeps the default; on times again
+    assert autotune.Autotuner("off", tmp_path).choose("k", {"slow": int, "fast": int}, default="slow") == "slow"
+    monkeypatch.undo()
+    again = autotune.Autotuner("on", tmp_path)
+    assert again.choices == {} and again.choose("k", {"slow": lambda: time.sleep(0.01), "fast": int}, "slow") == "fast"
+
+
+def test_a_damaged_or_foreign_cache_is_ignored_with_a_note(tmp_path, capsys):
+    path = autotune.Autotuner("off", tmp_path).path
+    path.write_text("{not json")
+    tuner = autotune.Autotuner("auto", tmp_path)
+    assert tuner.choices == {} and "ignored the execution plan cache" in capsys.readouterr().out
+    path.write_text(json.dumps({"machine": {**autotune.machine(), "cpu": "another"}, "choices": {"k": "x"}}))
+    assert autotune.Autotuner("auto", tmp_path).choices == {}
+    assert "another machine" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_a_tuned_generator_computes_what_the_reference_layers_do(tmp_path, monkeypatch, training):
+    monkeypatch.setenv(autotune.CACHE_ENV, str(tmp_path))
+    autotune.Autotuner("auto", tmp_path)  # the folder the plan's shared tuner will use
+    torch.manual_seed(0)
+    reference = networks.define_G(3, 3, 8, "resnet_6blocks").train(training)
+    tuned_net = networks.define_G(3, 3, 8, "resnet_6blocks").train(training)
+    tuned_net.load_state_dict(reference.state_dict())
+    tuner = autotune.Autotuner("on", tmp_path)
+    plan = make_plan(torch.device("cpu"), conv_algorithm_="auto", training=training, autotune="off")
+    plan = type(plan)(**{**plan.__dict__, "tuner": tuner})
+    tuned_net = plan.apply(tuned_net)
+    x = torch.rand(1, 3, 40, 48) * 2 - 1
+    with torch.set_grad_enabled(training):
+        expected, got = reference(x), tuned_net(x)
+    assert torch.allclose(expected, got, atol=1e-4)
+    kinds = {key.split()[0] for key in tuner.choices}
+    assert {"residual_conv", "output_conv"} <= kinds
+    assert all(key.endswith("train" if training else "infer") for key in tuner.choices)
+    for module in tuned_net.modules():
+        if isinstance(module, (ResidualConv, OutputConv)):
+            assert module.weight.grad is None  # timing ran on copies, never on the layer's own gradients
+
+
+def test_the_flag_reaches_the_plan_and_off_means_no_tuner():
+    from cyclegan_culture import options
+
+    parser = options.build_train_parser()
+    on = options.execution_plan(options.parse(parser, ["--dataroot", "x", "--autotune", "auto"]),
+                                torch.device("cpu"), True)
+    off = options.execution_plan(options.parse(parser, ["--dataroot", "x", "--autotune", "off"]),
+                                 torch.device("cpu"), True)
+    direct = options.execution_plan(options.parse(parser, ["--dataroot", "x", "--conv_algorithm", "direct"]),
+                                    torch.device("cpu"), True)
+    assert on.tuner is not None and off.tuner is None and direct.tuner is None
