@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cyclegan_culture.accel.autotune import machine  # noqa: E402
 from cyclegan_culture.inference import Stylizer  # noqa: E402
 from cyclegan_culture.video.io import VideoReader  # noqa: E402
 from cyclegan_culture.video.stability import DEFAULTS, FrameStylizer, StabilityOptions, warping_error  # noqa: E402
@@ -35,13 +35,7 @@ SETTINGS = {"plain": StabilityOptions(1, 0.0), "shared statistics (window 8)": S
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    return str(machine()["cpu"])
 
 
 def clip_frames(size: tuple[int, int], per_shot: int, shots: int, noise: float = 0.0,

@@ -81,7 +81,8 @@ def _stylize(argv: list[str]) -> int:
                        "previous stylized frame, moved along the optical flow, into each frame (0: off)")
     video.add_argument("--overwrite", action="store_true", help="replace an existing output video")
     model = p.add_argument_group("architecture (for --checkpoint, or to override a run's opt.json)")
-    model.add_argument("--netG", help="resnet_9blocks or resnet_6blocks (default: the run's, else resnet_9blocks)")
+    model.add_argument("--netG", help="resnet_9blocks, resnet_6blocks, unet_256 or unet_128 (default: the run's, "
+                       "else resnet_9blocks)")
     model.add_argument("--ngf", type=int, help="generator filters (default: the run's, else 64)")
     model.add_argument("--norm", help="instance, batch or none (default: the run's, else instance)")
     model.add_argument("--upsample", choices=["transpose", "resize"], help="default: the run's, else transpose")
@@ -93,11 +94,14 @@ def _stylize(argv: list[str]) -> int:
     common = dict(device=device_for(args.gpu_ids), amp=args.amp, tile=args.tile, overlap=args.overlap)
     videos = [Path(a) for a in args.inputs if Path(a).is_file() and is_video_file(Path(a))]
     images = [a for a in args.inputs if not (Path(a).is_file() and is_video_file(Path(a)))]
-    stability = StabilityOptions(args.temporal_window, args.flow_blend)
-    if videos and (stability.window < 1 or not 0 <= stability.blend < 1):
-        raise UserError("--temporal_window must be 1 or more and --flow_blend in [0, 1)")
-    for video in videos if args.culture != "all" else []:  # every video's output, before any work
-        check_video_target(video, video_output(video, Path(args.output), args.suffix), args.overwrite)
+    stability = StabilityOptions(args.temporal_window, args.flow_blend).check()
+    targets = [video_output(video, Path(args.output), args.suffix) for video in videos]
+    if len(set(targets)) < len(targets):  # two clips of one name would write (with --overwrite, replace) one file
+        raise UserError(f"--out {args.output}: two input videos would both be written as "
+                        f"{next(t for t in targets if targets.count(t) > 1).name}; rename one or stylize them "
+                        "separately (nothing was written)")
+    for video, target in zip(videos, targets) if args.culture != "all" else []:  # before any work
+        check_video_target(video, target, args.overwrite)
 
     def run(stylizer: Stylizer, output: Path) -> None:
         if images:

@@ -78,6 +78,16 @@ def test_an_existing_output_is_kept_unless_overwrite(clip, model, tmp_path, caps
                  "--overwrite"]) == 2
 
 
+def test_two_clips_of_one_name_are_refused_before_any_work(clip, model, tmp_path, capsys):
+    other = tmp_path / "b"
+    other.mkdir()
+    (other / "clip.mp4").write_bytes(clip.read_bytes())
+    assert main(["stylize", "--model", str(model), str(clip), str(other / "clip.mp4"), "--out", str(tmp_path / "o"),
+                 "--gpu_ids", "-1", "--overwrite"]) == 2
+    assert "both be written as clip.mp4" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_truncated_clip_gets_one_line_and_keeps_what_was_written(model, tmp_path, capsys):
     # Matroska, as a camera or a broken download leaves it: readable up to where it stops (an MP4 cut short loses
     # its index at the end and is refused whole, as the garbage file below)

@@ -193,10 +193,7 @@ class ResidualConv(nn.Conv2d):
     def _tuned(self, x: torch.Tensor, default: str) -> str:
         """The tuner's choice for this input's shape, precision, layout and pass (training or inference), timed
         on detached copies (the layer's own gradients and caches are untouched)."""
-        training = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
-        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        key = (f"residual_conv {tuple(x.shape)} {str(x.dtype).replace('torch.', '')} "
-               f"{'nhwc' if channels_last else 'nchw'} {'train' if training else 'infer'}")
+        training, key = _tuning_key("residual_conv", x, self.weight)
         if x.dtype == torch.bfloat16:  # inference in bf16: direct or F(2x2, 3x3)
             return self.tuner.choose(key, lambda: self._bf16_candidates(x), default, ("direct", "winograd_f2"))
         with torch.enable_grad() if training else torch.no_grad():
@@ -254,6 +251,16 @@ class ResidualConv(nn.Conv2d):
         return fixed_weight_cache(self, "_winograd_cache", winograd_filters)
 
 
+def _tuning_key(kind: str, x: torch.Tensor, weight: torch.Tensor) -> tuple[bool, str]:
+    """Whether this call is a training pass, and the tuner's key for it: the layer kind, input shape, dtype,
+    autocast, layout and pass (the timings differ along each)."""
+    training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return training, (f"{kind} {tuple(x.shape)} {str(x.dtype).replace('torch.', '')}"
+                      f"{' autocast' if _cpu_autocast_enabled() else ''} {'nhwc' if channels_last else 'nchw'} "
+                      f"{'train' if training else 'infer'}")
+
+
 def fixed_weight_cache(conv: nn.Conv2d, slot: str,
                        transform: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
     """``transform(conv.weight)``, kept between calls where the weights are fixed (requires_grad off, as for
@@ -289,11 +296,7 @@ class OutputConv(nn.Conv2d):
         return phase_conv.phase_conv2d(x, self.weight, self.bias, kernel)
 
     def _tuned(self, x: torch.Tensor) -> str:
-        training = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
-        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        autocast = _cpu_autocast_enabled()
-        key = (f"output_conv {tuple(x.shape)} {str(x.dtype).replace('torch.', '')}{' autocast' if autocast else ''} "
-               f"{'nhwc' if channels_last else 'nchw'} {'train' if training else 'infer'}")
+        training, key = _tuning_key("output_conv", x, self.weight)
         with torch.enable_grad() if training else torch.no_grad():
             return self.tuner.choose(key, lambda: self._candidates(x, training), "phase", ("direct", "phase"))
 

@@ -32,8 +32,10 @@ class RunLock:
         self.path = Path(run_dir) / LOCK_FILE
         self._fd: int | None = None
         self.stale_owner: dict | None = None  # the previous owner when a stale lock was taken over
+        self._made_folder = False
 
     def acquire(self) -> "RunLock":
+        self._made_folder = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -67,6 +69,11 @@ class RunLock:
             pass
         os.close(self._fd)  # closing drops the flock
         self._fd = None
+        if self._made_folder:  # a run refused before writing anything leaves no empty folder behind
+            try:
+                self.path.parent.rmdir()  # only if empty
+            except OSError:
+                pass
 
 
 def _read_owner(fd: int) -> dict:

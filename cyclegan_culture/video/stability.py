@@ -101,6 +101,12 @@ class StabilityOptions:
     window: int = 1          # frames whose normalisation statistics are pooled (1: each frame its own)
     blend: float = 0.0       # weight of the flow-warped previous stylized frame (0: off)
 
+    def check(self) -> "StabilityOptions":
+        if self.window < 1 or not 0.0 <= self.blend < 1.0:
+            raise UserError(f"--temporal_window {self.window} / --flow_blend {self.blend}: the window must be 1 or "
+                            "more and the blend in [0, 1)")
+        return self
+
 
 # the defaults stylize uses for video, from docs/video.md: the flow-guided blend halved the warping error of
 # plain frame-by-frame translation; pooled statistics (window 8) changed it by under 1%, so they stay off
@@ -112,9 +118,7 @@ class FrameStylizer:
     let a detected cut do it) between shots."""
 
     def __init__(self, stylizer: Stylizer, options: StabilityOptions):
-        if options.window < 1 or not 0.0 <= options.blend < 1.0:
-            raise UserError("--temporal_window must be 1 or more and --flow_blend in [0, 1)")
-        self.stylizer, self.options = stylizer, options
+        self.stylizer, self.options = stylizer, options.check()
         self.previous: tuple[np.ndarray, np.ndarray] | None = None  # (input, output) of the last frame
         for norm in stylizer._norms:
             norm.window = collections.deque(maxlen=options.window) if options.window > 1 else None
