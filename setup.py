@@ -46,6 +46,9 @@ setup(
         "visdom": ["visdom>=0.2.4"],
         # checking ONNX exports
         "export": ["onnx>=1.15", "onnxruntime>=1.17"],
+        # --backend openvino / onnxruntime for test.py, stylize and compare (the generator is exported to ONNX)
+        "openvino": ["onnx>=1.15", "openvino>=2024.0"],
+        "onnxruntime": ["onnx>=1.15", "onnxruntime>=1.17"],
         # FID/KID in `analyze` (Inception weights supplied by the user; nothing is downloaded)
         "fid": ["torch-fidelity>=0.3"],
         # the local web app (cyclegan-culture app)
@@ -54,7 +57,7 @@ setup(
         "tensorboard": ["tensorboard>=2.12"],
         # stylize CLIP.mp4: PyAV reads and writes video (FFmpeg inside its wheels), OpenCV's optical flow
         "video": ["av>=12", "opencv-python-headless>=4.8"],
-        "test": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17", "torch-fidelity>=0.3", "starlette>=0.37",
+        "test": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17", "openvino>=2024.0", "torch-fidelity>=0.3", "starlette>=0.37",
                  "uvicorn>=0.29", "websocket-client>=1.6", "tensorboard>=2.12", "av>=12",
                  "opencv-python-headless>=4.8"],
     },

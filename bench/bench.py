@@ -271,15 +271,17 @@ def bench_testpy(args: argparse.Namespace) -> dict:
                    "--checkpoints_dir", str(tmp / "ckpt"), "--results_dir", str(tmp / "results"), "--netG",
                    args.netG, "--ngf", str(args.ngf), "--channels_last", args.channels_last,
                    "--conv_algorithm", args.conv_algorithm, "--autotune", args.autotune]
-            cmd += ["--amp"] * args.amp + ["--gpu_ids", "0" if args.device == "cuda" else "-1"]
+            cmd += ["--amp"] * args.amp + ["--gpu_ids", "0" if args.device == "cuda" else "-1", "--backend", args.backend]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-2000:])
         n = len(list(images.glob("*_fake_*.png")))
-    return {"kind": "testpy", **config(args), "images": n, "wall_s": round(wall, 2),
-            "s_per_image": round(wall / n, 3)}
+    # the test.py process is this process's only child: its peak resident memory
+    child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    return {"kind": "testpy", **config(args), "backend": args.backend, "images": n, "wall_s": round(wall, 2),
+            "s_per_image": round(wall / n, 3), "peak_rss_mb": round(child_peak)}
 
 
 def bench_matmul(args: argparse.Namespace) -> dict:
@@ -366,6 +368,7 @@ def main() -> None:
     p.add_argument("--cudnn_benchmark", default="on", choices=["on", "off"],
                    help="CUDA: cuDNN autotuning for our step (train.py and test.py turn it on)")
     p.add_argument("--reference_step", action="store_true", help="time the reference's step instead of ours")
+    p.add_argument("--backend", default="pytorch", help="testpy: test.py --backend (pytorch, openvino, onnxruntime)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--iters", type=int, default=8)
     p.add_argument("--warmup", type=int, default=2)

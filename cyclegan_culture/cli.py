@@ -40,12 +40,16 @@ def _test(argv: list[str]) -> int:
 
 
 def _inference_flags(p) -> None:
+    from cyclegan_culture.backends import BACKEND_HELP, BACKENDS
+
     p.add_argument("--epoch", default="latest", help="which checkpoint: latest or an epoch number")
     p.add_argument("--tile", type=int, default=512, help="translate large images in tiles of this many pixels "
                    "(0: whole image at once)")
     p.add_argument("--overlap", type=int, default=64, help="pixels by which tiles overlap and are blended")
     p.add_argument("--amp", action="store_true", help="bf16 on CPU / fp16 on CUDA (faster, slightly different)")
     p.add_argument("--gpu_ids", default=None, help="-1 for CPU (default: first GPU if any)")
+    p.add_argument("--backend", default="pytorch", choices=BACKENDS, help=BACKEND_HELP + "; images larger than "
+                   "--tile and videos run on PyTorch")
 
 
 def _stylize(argv: list[str]) -> int:
@@ -91,7 +95,8 @@ def _stylize(argv: list[str]) -> int:
     args = p.parse_args(argv)
     flags = {k: getattr(args, k) for k in ("netG", "ngf", "norm", "upsample", "use_dropout", "no_dropout")
              if getattr(args, k) is not None}
-    common = dict(device=device_for(args.gpu_ids), amp=args.amp, tile=args.tile, overlap=args.overlap)
+    common = dict(device=device_for(args.gpu_ids), amp=args.amp, tile=args.tile, overlap=args.overlap,
+                  backend=args.backend)
     videos = [Path(a) for a in args.inputs if Path(a).is_file() and is_video_file(Path(a))]
     images = [a for a in args.inputs if not (Path(a).is_file() and is_video_file(Path(a)))]
     stability = StabilityOptions(args.temporal_window, args.flow_blend).check()
@@ -148,7 +153,7 @@ def _compare(argv: list[str], via_test: bool = False) -> int:
     if photos is None:
         raise UserError("--photos is required (or --dataroot, whose testA is used)")
     models = load_models(args.models, args.epoch, device=device_for(args.gpu_ids), amp=args.amp, tile=args.tile,
-                         overlap=args.overlap)
+                         overlap=args.overlap, backend=args.backend)
     out = Path(args.out) if args.out else Path(args.results_dir) / ("compare_" + "_".join(m.name for m in models))
     run_compare(Path(photos), models, out, Path(args.results_dir), args.epoch)
     return 0

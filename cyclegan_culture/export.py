@@ -8,6 +8,7 @@ as ``inference.translate`` does) and returns the same shape; height and width ar
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,7 @@ class ExportResult:
 def export_generator(net: nn.Module, fmt: str, out: Path, check_size: tuple[int, int] = (200, 300)) -> ExportResult:
     """Export ``net`` (in eval mode, fp32, CPU) and check it on a random image of ``check_size``, which differs
     from the tracing size so that dynamic height and width are exercised."""
-    # Exported graphs hold standard convolutions; the runtime picks its own algorithms.
-    net = swap_layers(net.float().cpu().eval().to(memory_format=torch.contiguous_format), "direct")
+    net = plain_fp32(net)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(1, 3, 256, 256) * 2 - 1
@@ -89,15 +89,29 @@ def _export_onnx(net: nn.Module, example: torch.Tensor, path: Path, check: torch
     except ImportError:
         raise UserError("ONNX export is checked with onnxruntime: pip install \"cyclegan-culture[export]\" "
                         "(or pip install onnx onnxruntime)") from None
+    write_onnx(net, example, path)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": check.numpy()})[0]
 
+
+def write_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """The graph of ``net`` (plain convolutions, fp32, NCHW: what ``export_generator`` prepares) traced on
+    ``example``, with dynamic batch, height and width; input "image", output "translated"."""
+    if importlib.util.find_spec("onnx") is None:  # torch.onnx needs it, and says so less clearly
+        raise UserError("ONNX export needs the onnx package: pip install \"cyclegan-culture[export]\" "
+                        "(or pip install onnx)")
     with warnings.catch_warnings():  # the exporter's notes on instance norm and slicing are expected here
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (example,), str(path), input_names=["image"], output_names=["translated"],
                           dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
                                         "translated": {0: "batch", 2: "height", 3: "width"}},
                           opset_version=17, dynamo=False)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"image": check.numpy()})[0]
+
+
+def plain_fp32(net: nn.Module) -> nn.Module:
+    """``net`` with standard convolutions, fp32, NCHW, in eval mode, on CPU (changed in place): exported graphs
+    hold standard convolutions and the runtime picks its own algorithms."""
+    return swap_layers(net.float().cpu().eval().to(memory_format=torch.contiguous_format), "direct")
 
 
 def default_output(run_dir: Path, fmt: str) -> Path:

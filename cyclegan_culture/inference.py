@@ -21,6 +21,7 @@ from torch import nn
 
 from cyclegan_culture import options as options_mod
 from cyclegan_culture.accel import ExecutionPlan, amp_dtype, inference_weights, make_plan
+from cyclegan_culture.backends import on_backend
 from cyclegan_culture.data.images import BadImage, load_rgb, pil_to_tensor, tensor_to_pil
 from cyclegan_culture.devices import device_for
 from cyclegan_culture.errors import UserError
@@ -54,6 +55,8 @@ def translate(net: nn.Module, image: torch.Tensor, dtype: torch.dtype | None = N
 
 
 def _memory_format_of(net: nn.Module) -> torch.memory_format:
+    if hasattr(net, "memory_format"):  # a backends.RuntimeGenerator: what its runtime takes
+        return net.memory_format
     weight = next(p for p in net.parameters() if p.dim() == 4)
     return torch.channels_last if weight.is_contiguous(memory_format=torch.channels_last) and \
         not weight.is_contiguous() else torch.contiguous_format
@@ -171,14 +174,20 @@ class Stylizer:
     """Translate PIL images with one generator of a trained run, at their own size.
 
     ``tile`` (pixels; 0 disables) bounds memory for large images; tiles overlap by ``overlap`` pixels and share
-    the instance-norm statistics of the whole image.
+    the instance-norm statistics of the whole image. ``backend`` (``backends.BACKENDS``) runs whole images with
+    OpenVINO or ONNX Runtime on CPU; tiles (their shared statistics need PyTorch's layers) and video stay on
+    PyTorch.
     """
 
     def __init__(self, generator: nn.Module, device: torch.device | str = "cpu", amp: bool = False,
-                 tile: int = 512, overlap: int = 64):
+                 tile: int = 512, overlap: int = 64, backend: str = "pytorch"):
         self.device = torch.device(device)
         self.dtype = amp_dtype(self.device, amp)
-        self.generator = inference_weights(generator.to(self.device).eval(), self.dtype)
+        generator = generator.to(self.device).eval()
+        # exported from the fp32 weights, before --amp stores PyTorch's copy in bf16
+        runtime = on_backend(generator, backend, self.dtype) if backend != "pytorch" else None
+        self.generator = inference_weights(generator, self.dtype)
+        self._whole = self.generator if runtime is None else runtime
         self.tile, self.overlap = tile, overlap
         self._tiled, self._norms = with_shared_stats(self.generator)
         if tile and (overlap < 0 or overlap >= tile // 2):
@@ -187,7 +196,7 @@ class Stylizer:
     @classmethod
     def from_pretrained(cls, name_or_run: str | Path, epoch: str = "latest", direction: str = "AtoB",
                         device: torch.device | str | None = None, amp: bool = False, tile: int = 512,
-                        overlap: int = 64, **model_flags: object) -> "Stylizer":
+                        overlap: int = 64, backend: str = "pytorch", **model_flags: object) -> "Stylizer":
         """Load an installed culture by name (``"guohua"``; ``cyclegan-culture cultures`` lists them), or G_A
         (direction AtoB) or G_B (BtoA) of a run folder; the architecture comes from its config.json / opt.json,
         and ``model_flags`` (netG=..., ngf=..., norm=...) override it, e.g. for runs trained by the reference."""
@@ -204,17 +213,18 @@ class Stylizer:
         config = model_config(run_dir, model_flags)
         device = torch.device(device) if device else device_for(None)
         net = folder.load_generator(run_dir, str(epoch), direction, device, inference_plan(device, config), config)
-        return cls(net, device, amp, tile, overlap)
+        return cls(net, device, amp, tile, overlap, backend)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: torch.device | str | None = None, amp: bool = False,
-                        tile: int = 512, overlap: int = 64, **model_flags: object) -> "Stylizer":
+                        tile: int = 512, overlap: int = 64, backend: str = "pytorch",
+                        **model_flags: object) -> "Stylizer":
         """Load a bare generator file such as the reference's latest_net_G_A.pth, built as ``model_flags`` say
         (netG, ngf, norm, use_dropout, upsample; the reference's defaults otherwise)."""
         config = model_config(None, model_flags)
         device = torch.device(device) if device else device_for(None)
         net = folder.load_generator_file(Path(path), config, "AtoB", device, inference_plan(device, config))
-        return cls(net, device, amp, tile, overlap)
+        return cls(net, device, amp, tile, overlap, backend)
 
     @torch.inference_mode()
     def stylize_tensor(self, image: torch.Tensor) -> torch.Tensor:
@@ -222,7 +232,7 @@ class Stylizer:
         image = image.to(self.device)
         if self.tile and max(image.shape[-2:]) > self.tile:
             return translate_tiled(self._tiled, image, self.tile, self.overlap, self.dtype, self._norms)
-        return translate(self.generator, image, self.dtype)
+        return translate(self._whole, image, self.dtype)
 
     def stylize(self, image: ImageLike) -> ImageLike:
         """Translate one image at its own size, returned as the kind it came in: a PIL image gives a PIL image; a
@@ -256,7 +266,7 @@ class Stylizer:
                 continue
             batch = torch.stack([pil_to_tensor(images[i]) for i in idx]).to(self.device)
             with torch.inference_mode():
-                out = translate(self.generator, batch, self.dtype)
+                out = translate(self._whole, batch, self.dtype)
             for i, t in zip(idx, out):
                 results[i] = tensor_to_pil(t)
         return results  # type: ignore[return-value]

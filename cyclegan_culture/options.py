@@ -17,6 +17,7 @@ import torch
 from cyclegan_culture.accel import CONV_ALGORITHMS, ExecutionPlan, PlanError, make_plan
 from cyclegan_culture.accel.autotune import MODES as AUTOTUNE_MODES, default_mode as default_autotune_mode
 from cyclegan_culture.devices import parse_gpu_ids
+from cyclegan_culture.backends import BACKEND_HELP, BACKENDS
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_write_text
 from cyclegan_culture.models.config import ModelConfig
@@ -137,6 +138,8 @@ def _add_common(parser: argparse.ArgumentParser, training: bool) -> None:
                    "threads and torch); on: time again; off: the built-in thresholds (also CYCLEGAN_CULTURE_AUTOTUNE)")
     s.add_argument("--compile", action="store_true", help="torch.compile the networks (slow start, faster steps; "
                    "falls back to eager with a warning where it cannot compile)")
+    if not training:
+        s.add_argument("--backend", default="pytorch", choices=BACKENDS, help=BACKEND_HELP)
 
     m = parser.add_argument_group("model")
     m.add_argument("--model", default="cycle_gan", choices=sorted(MODELS) + ([] if training else ["test"]),

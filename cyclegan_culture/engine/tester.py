@@ -17,6 +17,7 @@ from PIL import Image
 
 from cyclegan_culture import options as options_mod
 from cyclegan_culture.accel import amp_dtype, inference_weights
+from cyclegan_culture.backends import on_backend
 from cyclegan_culture.data.cultures import CULTURE_FILE, Culture, load_culture
 from cyclegan_culture.data.images import BadImage, load_rgb, pil_to_tensor, tensor_to_pil
 from cyclegan_culture.data.transforms import Preprocess
@@ -143,15 +144,24 @@ def _load_generators(opt: argparse.Namespace, run_dir: Path, device: torch.devic
     files = ", ".join(run_folder.generator_file(run_dir, opt.epoch, name).name for name in names.values())
     say(f"Loaded {run_dir} epoch {opt.epoch} ({files}): --netG {config.netG} --ngf {config.ngf} --norm "
         f"{config.norm} --upsample {config.upsample}" + (" --use_dropout" if config.use_dropout else "")
-        + (f", {'bf16' if dtype == torch.bfloat16 else 'fp16'}" if dtype else ", fp32") + f" on {device}")
+        + (f", {'bf16' if dtype == torch.bfloat16 else 'fp16'}" if dtype else ", fp32") + f" on {device}"
+        + (f" with {opt.backend}" if opt.backend != "pytorch" else ""))
     if single:
         name = names["AtoB"]
         path = run_folder.generator_file(run_dir, opt.epoch, name)
         net = run_folder.load_generator_file(path, config, "BtoA" if name.startswith("G_B") else "AtoB", device, plan)
-        return {"AtoB": inference_weights(net, dtype, opt.channels_last)}
-    return {direction: inference_weights(run_folder.load_generator(run_dir, opt.epoch, direction, device, plan,
-                                                                   config), dtype, opt.channels_last)
+        return {"AtoB": _prepared(net, opt, dtype)}
+    return {direction: _prepared(run_folder.load_generator(run_dir, opt.epoch, direction, device, plan, config),
+                                 opt, dtype)
             for direction in names}
+
+
+def _prepared(net: torch.nn.Module, opt: argparse.Namespace, dtype: torch.dtype | None) -> torch.nn.Module:
+    """The loaded generator as --backend runs it (exported from its fp32 weights), or PyTorch's with the
+    weights stored as --amp runs them."""
+    if opt.backend != "pytorch":
+        return on_backend(net, opt.backend, dtype)
+    return inference_weights(net, dtype, opt.channels_last)
 
 
 def _single_generator_name(opt: argparse.Namespace, run_dir: Path, names: dict[str, str]) -> str:
