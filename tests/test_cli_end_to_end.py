@@ -123,6 +123,7 @@ def test_preset_cpu_sets_small_configuration_and_explicit_flags_win():
     assert opt.name == "x"
     long = options.parse(options.build_train_parser(), ["--dataroot", "x", "--preset", "cpu_long"])
     assert (long.n_epochs, long.n_epochs_decay, long.crop_size, long.ema_decay) == (40, 20, 128, 0.999)
+    assert (long.lambda_edge, opt.lambda_edge) == (0.5, 0.0)  # the edge loss keeps structure over 60 epochs
     assert (opt.n_epochs, opt.n_epochs_decay) == (14, 10)
 
 
