@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from cyclegan_culture.errors import UserError
+from cyclegan_culture.errors import UserError, brief
 from cyclegan_culture.export import TOLERANCE, plain_fp32, write_onnx
 
 BACKENDS = ("pytorch", "openvino", "onnxruntime")
 PACKAGES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}  # backend -> what pip installs
 BACKEND_HELP = ("what runs the generators on CPU: pytorch, or openvino / onnxruntime (optional packages: pip "
-                "install \"cyclegan-culture[openvino]\"; the generator is exported to ONNX at start, a few seconds; "
+                "install \"cyclegan-culture[openvino]\"; the generator is exported to ONNX at start, about a second; "
                 "openvino was the fastest measured in fp32 and runs bf16 under --amp; docs/performance.md)")
 
 
@@ -67,17 +67,20 @@ def on_backend(net: nn.Module, backend: str, dtype: torch.dtype | None = None,
     plain = plain_fp32(copy.deepcopy(net))  # the caller's network stays as it was
     with tempfile.TemporaryDirectory(prefix="cyclegan-culture-export-") as tmp:
         path = Path(tmp) / "generator.onnx"
-        write_onnx(plain, torch.zeros(1, 3, 64, 64), path)  # a small trace: the graph is the same at any size
-        if backend == "openvino":
-            run = _openvino(runtime, path, "f32", threads)
-            _check(plain, run, backend)
-            precision = "bf16" if dtype == torch.bfloat16 else "f32"
-            if precision == "bf16":
-                run = _openvino(runtime, path, precision, threads)
-        else:
-            precision = "f32"
-            run = _onnxruntime(runtime, path, threads)
-            _check(plain, run, backend)
+        try:
+            write_onnx(plain, torch.zeros(1, 3, 64, 64), path)  # a small trace: the graph is the same at any size
+        except UserError:
+            raise
+        except Exception as exc:  # an architecture the ONNX exporter cannot trace
+            raise UserError(f"--backend {backend}: the generator could not be exported to ONNX ({brief(exc)}); "
+                            "use --backend pytorch") from None
+        compile_fp32 = (lambda: _openvino(runtime, path, "f32", threads)) if backend == "openvino" else \
+            (lambda: _onnxruntime(runtime, path, threads))
+        run = compile_fp32()
+        _check(plain, run, backend)  # always in fp32, where the runtime must match PyTorch
+        precision = "bf16" if backend == "openvino" and dtype == torch.bfloat16 else "f32"
+        if precision == "bf16":
+            run = _openvino(runtime, path, precision, threads)
     return RuntimeGenerator(net, run, backend, precision)
 
 

@@ -16,8 +16,8 @@ import torch
 
 from cyclegan_culture.accel import CONV_ALGORITHMS, ExecutionPlan, PlanError, make_plan
 from cyclegan_culture.accel.autotune import MODES as AUTOTUNE_MODES, default_mode as default_autotune_mode
-from cyclegan_culture.devices import parse_gpu_ids
 from cyclegan_culture.backends import BACKEND_HELP, BACKENDS
+from cyclegan_culture.devices import parse_gpu_ids
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_write_text
 from cyclegan_culture.models.config import ModelConfig

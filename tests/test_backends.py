@@ -122,3 +122,14 @@ def test_unknown_backend_is_refused_in_one_line(tmp_path, capsys):
                  "--backend", "tensorrt"]) != 0
     err = capsys.readouterr().err
     assert "--backend" in err and "Traceback" not in err
+
+
+def test_a_generator_the_exporter_cannot_trace_is_one_line(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import cyclegan_culture.backends as backends
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("Unsupported: ONNX export of operator foo")
+    monkeypatch.setattr(backends, "write_onnx", fail)
+    with pytest.raises(UserError, match=r"could not be exported to ONNX \(Unsupported.*use --backend pytorch"):
+        on_backend(tiny_generator(), "onnxruntime")
