@@ -4,11 +4,19 @@ module that stands in for the PyTorch one (``--backend`` of test.py and stylize,
 Why: on the CPUs measured (docs/performance.md, ``bench/backends.py``) OpenVINO ran our generators in fp32 faster
 than PyTorch's own convolutions, with the same output to well under one 8-bit level. Both runtimes are optional
 packages; asking for a missing one is a one-line error saying what to install. They run on CPU only.
+
+The exported graph is kept in the user's cache folder (``onnx/``, beside the execution plans), keyed by a hash of
+the generator's layers and weights, so a model is exported once, not at every run (the export was 1.2-1.4 of the
+1.9 seconds it took to prepare the reference's generator). A cached graph is checked against PyTorch like a new
+one; a damaged one is exported again.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -17,14 +25,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from cyclegan_culture.accel.autotune import cache_folder
 from cyclegan_culture.errors import UserError, brief
 from cyclegan_culture.export import TOLERANCE, plain_fp32, write_onnx
+from cyclegan_culture.progress import say
 
 BACKENDS = ("pytorch", "openvino", "onnxruntime")
 PACKAGES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}  # backend -> what pip installs
 BACKEND_HELP = ("what runs the generators on CPU: pytorch, or openvino / onnxruntime (optional packages: pip "
-                "install \"cyclegan-culture[openvino]\"; the generator is exported to ONNX at start, about a second; "
-                "openvino was the fastest measured in fp32 and runs bf16 under --amp; docs/performance.md)")
+                "install \"cyclegan-culture[openvino]\"; the generator is exported to ONNX once, about a second, "
+                "and kept in the cache folder; openvino was the fastest measured in fp32 and runs bf16 under --amp; docs/performance.md)")
 
 
 class RuntimeGenerator(nn.Module):
@@ -53,8 +63,8 @@ def on_backend(net: nn.Module, backend: str, dtype: torch.dtype | None = None,
     """``net`` (fp32 weights, eval mode) as ``backend`` runs it; ``pytorch`` returns ``net`` itself.
 
     ``dtype`` bf16 (``--amp`` on CPU) asks OpenVINO for bf16 arithmetic; ONNX Runtime's CPU kernels are fp32 only.
-    The runtime's fp32 graph is checked against PyTorch (``export.TOLERANCE``); exporting and compiling take
-    about a second; ``net`` is not changed."""
+    The runtime's fp32 graph is checked against PyTorch (``export.TOLERANCE``); exporting takes about a second
+    the first time (then the cached graph is read back), compiling a few tenths; ``net`` is not changed."""
     if backend == "pytorch":
         return net
     if backend not in BACKENDS:
@@ -65,23 +75,66 @@ def on_backend(net: nn.Module, backend: str, dtype: torch.dtype | None = None,
     runtime = _import(backend)
     threads = threads or torch.get_num_threads()
     plain = plain_fp32(copy.deepcopy(net))  # the caller's network stays as it was
-    with tempfile.TemporaryDirectory(prefix="cyclegan-culture-export-") as tmp:
-        path = Path(tmp) / "generator.onnx"
-        try:
-            write_onnx(plain, torch.zeros(1, 3, 64, 64), path)  # a small trace: the graph is the same at any size
-        except UserError:
-            raise
-        except Exception as exc:  # an architecture the ONNX exporter cannot trace
-            raise UserError(f"--backend {backend}: the generator could not be exported to ONNX ({brief(exc)}); "
-                            "use --backend pytorch") from None
-        compile_fp32 = (lambda: _openvino(runtime, path, "f32", threads)) if backend == "openvino" else \
-            (lambda: _onnxruntime(runtime, path, threads))
-        run = compile_fp32()
+
+    def compile_checked(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+        run = _openvino(runtime, path, "f32", threads) if backend == "openvino" else \
+            _onnxruntime(runtime, path, threads)
         _check(plain, run, backend)  # always in fp32, where the runtime must match PyTorch
+        return run
+
+    cached = export_cache_path(plain)
+    with tempfile.TemporaryDirectory(prefix="cyclegan-culture-export-") as tmp:
+        path, run = cached, None
+        if cached.is_file():
+            try:
+                run = compile_checked(cached)
+            except Exception as exc:  # damaged or from another exporter: export again
+                say(f"note: ignored the cached export {cached} ({brief(exc)}); exporting again")
+        if run is None:
+            path = Path(tmp) / "generator.onnx"
+            _export(plain, path, backend)
+            run = compile_checked(path)
+            _keep(path, cached)
         precision = "bf16" if backend == "openvino" and dtype == torch.bfloat16 else "f32"
         if precision == "bf16":
             run = _openvino(runtime, path, precision, threads)
     return RuntimeGenerator(net, run, backend, precision)
+
+
+def export_cache_path(plain: nn.Module) -> Path:
+    """Where the ONNX graph of ``plain`` is kept: named by a hash of its layers, weights and the torch version
+    (the exporter), so other weights or another build never reuse it."""
+    digest = hashlib.sha256(f"{torch.__version__}\n{plain!r}".encode())
+    for name, tensor in plain.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return cache_folder() / "onnx" / f"generator-{digest.hexdigest()[:24]}.onnx"
+
+
+def _export(plain: nn.Module, path: Path, backend: str) -> None:
+    try:
+        write_onnx(plain, torch.zeros(1, 3, 64, 64), path)  # a small trace: the graph is the same at any size
+    except UserError:
+        raise
+    except Exception as exc:  # an architecture the ONNX exporter cannot trace
+        raise UserError(f"--backend {backend}: the generator could not be exported to ONNX ({brief(exc)}); "
+                        "use --backend pytorch") from None
+
+
+def _keep(path: Path, cached: Path) -> None:
+    """Copy a new export into the cache (whole or not at all); a cache folder that cannot be written only
+    costs the next run an export."""
+    part = cached.with_name(f"{cached.name}.{os.getpid()}.part")
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, part)
+        os.replace(part, cached)
+    except OSError as exc:
+        try:
+            part.unlink(missing_ok=True)
+        except OSError:
+            pass
+        say(f"note: cannot keep the export in {cached.parent} ({exc.strerror or exc}); it is made again next run")
 
 
 def _check(plain: nn.Module, run: Callable[[np.ndarray], np.ndarray], backend: str) -> None:

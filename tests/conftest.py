@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -20,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # The per-machine tuner times algorithms and would make choices (and rounding) depend on timing noise: the suite
 # runs with the built-in thresholds, and tests/test_autotune.py switches it on with a cache of its own.
 os.environ.setdefault("CYCLEGAN_CULTURE_AUTOTUNE", "off")
+# Nothing the suite caches (plans, --backend exports) lands in the user's cache folder; child processes inherit it.
+os.environ.setdefault("CYCLEGAN_CULTURE_CACHE", tempfile.mkdtemp(prefix="cyclegan-culture-test-cache-"))
 SHARED = ROOT.parent / "shared"
 
 # Flags for a network small enough to train for a few iterations in well under a second.

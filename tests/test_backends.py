@@ -124,12 +124,56 @@ def test_unknown_backend_is_refused_in_one_line(tmp_path, capsys):
     assert "--backend" in err and "Traceback" not in err
 
 
-def test_a_generator_the_exporter_cannot_trace_is_one_line(monkeypatch):
+def test_a_generator_the_exporter_cannot_trace_is_one_line(monkeypatch, tmp_path):
     pytest.importorskip("onnxruntime")
     import cyclegan_culture.backends as backends
+    from cyclegan_culture.accel import autotune
+    monkeypatch.setenv(autotune.CACHE_ENV, str(tmp_path))  # nothing cached: the export runs
 
     def fail(*args, **kwargs):
         raise RuntimeError("Unsupported: ONNX export of operator foo")
     monkeypatch.setattr(backends, "write_onnx", fail)
     with pytest.raises(UserError, match=r"could not be exported to ONNX \(Unsupported.*use --backend pytorch"):
         on_backend(tiny_generator(), "onnxruntime")
+
+
+def test_an_export_is_cached_per_weights_and_a_damaged_one_is_made_again(monkeypatch, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    import cyclegan_culture.backends as backends
+    from cyclegan_culture.accel import autotune
+    monkeypatch.setenv(autotune.CACHE_ENV, str(tmp_path / "cache"))
+    image = torch.rand(1, 3, 36, 44) * 2 - 1
+    with torch.inference_mode():
+        expected = tiny_generator()(image)
+    on_backend(tiny_generator(), "onnxruntime")
+    cached = list((tmp_path / "cache" / "onnx").glob("generator-*.onnx"))
+    assert len(cached) == 1 and not list((tmp_path / "cache" / "onnx").glob("*.part"))
+
+    exports = []
+    real_write = backends.write_onnx
+    monkeypatch.setattr(backends, "write_onnx", lambda *a: (exports.append(a), real_write(*a)))
+    again = on_backend(tiny_generator(), "onnxruntime")  # same weights: read back, not exported
+    assert exports == [] and float((again(image) - expected).abs().max()) < 1e-4
+    on_backend(tiny_generator(seed=1), "onnxruntime")  # other weights: a graph of their own
+    assert len(exports) == 1 and len(list((tmp_path / "cache" / "onnx").glob("generator-*.onnx"))) == 2
+
+    cached[0].write_bytes(b"not an onnx graph")
+    capsys.readouterr()
+    repaired = on_backend(tiny_generator(), "onnxruntime")
+    assert "ignored the cached export" in capsys.readouterr().out and len(exports) == 2
+    assert float((repaired(image) - expected).abs().max()) < 1e-4
+    assert cached[0].stat().st_size > 1000  # replaced by a whole graph
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_only_a_note(monkeypatch, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from cyclegan_culture.accel import autotune
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder would be")
+    monkeypatch.setenv(autotune.CACHE_ENV, str(blocker))
+    image = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.inference_mode():
+        expected = tiny_generator()(image)
+    runtime = on_backend(tiny_generator(), "onnxruntime")
+    assert float((runtime(image) - expected).abs().max()) < 1e-4
+    assert "cannot keep the export" in capsys.readouterr().out and blocker.read_text().startswith("a file")
