@@ -220,3 +220,23 @@ def test_judge_score_report_never_lands_on_the_images_it_scores(judge_data, tmp_
                        "--target", "ink", "--report", str(report)])
         assert rc == 2 and "--report" in capsys.readouterr().err
         assert sorted(p.name for p in (judge_data / "ink").iterdir()) == before
+
+
+def test_judge_takes_a_photo_cross_faded_with_a_painting_for_a_photo(tmp_path):
+    # a cross-fade is a floor, not a translation: trained with cross-faded photos labelled photo, the judge says
+    # photo for a new photo with 65% of a painting over it; trained without them, it takes the blend for the art
+    torch.set_num_threads(1)
+    for i in range(12):
+        _flat(tmp_path / "photo" / f"cam_{i:03d}.png", (40, 60, 160), i)
+        _flat(tmp_path / "ink" / f"scroll_{i:03d}.png", (210, 200, 170), i)
+    items = gather([tmp_path / "photo", tmp_path / "ink"])
+    fades = [Image.blend(Image.open(tmp_path / "photo" / f"cam_{i:03d}.png").convert("RGB"),
+                         Image.open(tmp_path / "ink" / f"scroll_{i:03d}.png").convert("RGB"), 0.65) for i in (4, 9)]
+    judged_photo = {}
+    for share in (0.0, 0.5):
+        judge, report = train_judge(items, size=16, epochs=4, batch_size=16, lr=5e-3, steps_per_epoch=8,
+                                    cross_fades=share)
+        assert report["balanced_accuracy"] == 1.0  # real photos and paintings still told apart
+        assert judge.info["recipe"]["cross_fades"] == share
+        judged_photo[share] = float(judge.probabilities(fades)[:, judge.classes.index("photo")].mean())
+    assert judged_photo[0.0] < 0.5 < judged_photo[0.5]
