@@ -258,6 +258,7 @@ def bench_testpy(args: argparse.Namespace) -> dict:
         run = tmp / "ckpt" / "bench"
         run.mkdir(parents=True)
         opt = model_opt(args)
+        torch.manual_seed(0)  # the same weights every run, as a user's run has: --backend's export cache applies
         model = registry.build(vars(opt), torch.device("cpu"), PLAIN(torch.device("cpu")), training=False)
         from cyclegan_culture.runs.checkpoint import save_networks
         save_networks(model.nets, run, "latest")
