@@ -181,7 +181,7 @@ def augment(img: Image.Image, size: int, rng: random.Random) -> Image.Image:
     return out
 
 
-def cross_fade(photo: Image.Image, art: Image.Image, rng: random.Random) -> Image.Image:
+def _cross_faded(photo: Image.Image, art: Image.Image, rng: random.Random) -> Image.Image:
     """A photo with a painting faded over it (the painting's weight in ``CROSS_FADE_ART``), still a photo."""
     return Image.blend(photo, art, rng.uniform(*CROSS_FADE_ART))
 
@@ -303,7 +303,7 @@ def train_judge(items: list[LabelledImage], size: int = 64, epochs: int = 30, ba
                 views = [augment(images[i], size, rng) for i in picks]
                 for k, i in enumerate(picks):
                     if art and items[i].label == PHOTO_CLASS and rng.random() < cross_fades:
-                        views[k] = cross_fade(views[k], augment(images[rng.choice(art)], size, rng), rng)
+                        views[k] = _cross_faded(views[k], augment(images[rng.choice(art)], size, rng), rng)
                 x = _batch(views)
                 y = torch.tensor([classes.index(items[i].label) for i in picks])
                 loss = F.cross_entropy(net(x), y, label_smoothing=0.05)
