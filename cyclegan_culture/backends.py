@@ -34,7 +34,8 @@ BACKENDS = ("pytorch", "openvino", "onnxruntime")
 PACKAGES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}  # backend -> what pip installs
 BACKEND_HELP = ("what runs the generators on CPU: pytorch, or openvino / onnxruntime (optional packages: pip "
                 "install \"cyclegan-culture[openvino]\"; the generator is exported to ONNX once, about a second, "
-                "and kept in the cache folder; openvino was the fastest measured in fp32 and runs bf16 under --amp; docs/performance.md)")
+                "and kept in the cache folder; openvino was the fastest measured in fp32 and runs bf16 under "
+                "--amp; docs/performance.md)")
 
 
 class RuntimeGenerator(nn.Module):

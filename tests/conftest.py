@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -22,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # runs with the built-in thresholds, and tests/test_autotune.py switches it on with a cache of its own.
 os.environ.setdefault("CYCLEGAN_CULTURE_AUTOTUNE", "off")
 # Nothing the suite caches (plans, --backend exports) lands in the user's cache folder; child processes inherit it.
-os.environ.setdefault("CYCLEGAN_CULTURE_CACHE", tempfile.mkdtemp(prefix="cyclegan-culture-test-cache-"))
+if "CYCLEGAN_CULTURE_CACHE" not in os.environ:
+    os.environ["CYCLEGAN_CULTURE_CACHE"] = tempfile.mkdtemp(prefix="cyclegan-culture-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["CYCLEGAN_CULTURE_CACHE"], True)  # the process that made it
 SHARED = ROOT.parent / "shared"
 
 # Flags for a network small enough to train for a few iterations in well under a second.

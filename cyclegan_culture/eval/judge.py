@@ -6,8 +6,8 @@ re-encoding), and cheap filters that imitate a style (greyscale, a duotone tint,
 every class and labelled as what the image was before the filter, so a filtered photo is still a photo. Photos
 are also cross-faded with a painting of another class and still labelled photo: a photo showing through a
 ghosted painting has not been translated (without this, a 50% cross-fade with a Monet passed for impressionism
-83% of the time; docs/quality.md). Classes are sampled evenly, and the validation split is fixed (a dataset's test folders, or every fifth image of each
-source) and reported per class and per source.
+83% of the time; docs/quality.md). Classes are sampled evenly, and the validation split is fixed (a dataset's
+test folders, or every fifth image of each source) and reported per class and per source.
 """
 
 from __future__ import annotations
