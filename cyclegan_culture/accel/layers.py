@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cyclegan_culture.accel import phase_conv, winograd_f2
-from cyclegan_culture.accel.winograd import winograd_conv3x3_reflect, winograd_filters
+from cyclegan_culture.accel.winograd import winograd_conv3x3_reflect
 
 if TYPE_CHECKING:
     from cyclegan_culture.accel.autotune import Autotuner
@@ -174,7 +174,10 @@ class ResidualConv(nn.Conv2d):
             choice = self._tuned(x, "winograd" if winograd else "winograd_f2" if f2 else "direct")
             winograd, f2 = choice == "winograd", choice == "winograd_f2"
         if winograd:
-            return winograd_conv3x3_reflect(x, self.weight, self.bias, self._inference_filters())
+            # The filters are transformed on every call, also for fixed weights: keeping them cost 4x the weights
+            # (170 MB for a default generator), which put test.py's peak above the reference's, for 5-7% of its
+            # inference time (docs/performance.md)
+            return winograd_conv3x3_reflect(x, self.weight, self.bias)
         if f2:
             transformed = fixed_weight_cache(self, "_winograd_f2_cache", winograd_f2.filters)
             if transformed is not None and transformed.dtype == x.dtype:  # bf16 inference with fixed weights
@@ -217,14 +220,12 @@ class ResidualConv(nn.Conv2d):
     def _fp32_candidates(self, x: torch.Tensor, training: bool) -> dict[str, Callable[[], object]]:
         sample = torch.randn_like(x)
         weight, bias = self.weight.detach().clone(), None if self.bias is None else self.bias.detach().clone()
-        kept = None if training else winograd_filters(weight)  # inference keeps its transformed filters
 
         def run(winograd: bool) -> Callable[[], object]:
             def step() -> object:
                 inp = sample.detach().requires_grad_(training)
                 w = weight.detach().requires_grad_(training)
-                out = winograd_conv3x3_reflect(inp, w, bias, kept) if winograd else F.conv2d(reflect_pad(inp, 1), w,
-                                                                                              bias)
+                out = winograd_conv3x3_reflect(inp, w, bias) if winograd else F.conv2d(reflect_pad(inp, 1), w, bias)
                 return torch.autograd.grad(out.sum(), (inp, w)) if training else out
             return step
         return {"direct": run(False), "winograd": run(True)}
@@ -244,11 +245,6 @@ class ResidualConv(nn.Conv2d):
         min_pixels = self.WINOGRAD_MIN_PIXELS_CHANNELS_LAST if channels_last else self.WINOGRAD_MIN_PIXELS
         return self.algorithm == "winograd" or (x.shape[-3] >= self.WINOGRAD_MIN_CHANNELS
                                                 and x.shape[-2] * x.shape[-1] >= min_pixels)
-
-    def _inference_filters(self) -> torch.Tensor | None:
-        """Transformed filters kept between calls where the weights are fixed: 4x the weights' memory (170 MB
-        for a default generator) for about 5% of inference time."""
-        return fixed_weight_cache(self, "_winograd_cache", winograd_filters)
 
 
 def _tuning_key(kind: str, x: torch.Tensor, weight: torch.Tensor) -> tuple[bool, str]:
