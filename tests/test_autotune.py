@@ -75,3 +75,46 @@ def test_the_flag_reaches_the_plan_and_off_means_no_tuner():
     direct = options.execution_plan(options.parse(parser, ["--dataroot", "x", "--conv_algorithm", "direct"]),
                                     torch.device("cpu"), True)
     assert on.tuner is not None and off.tuner is None and direct.tuner is None
+
+
+class _LayoutAnswer:
+    """A tuner that answers the generator-layout question with ``answer`` (the layers' own keys: their default)."""
+
+    def __init__(self, answer: str):
+        self.answer, self.asked = answer, []
+
+    def choose(self, key, candidates, default, names=None):
+        if key.startswith("generator_layout"):
+            self.asked.append(key)
+            return self.answer
+        return default
+
+
+@pytest.mark.parametrize("answer", ["nhwc", "nchw"])
+def test_fp32_inference_runs_in_the_layout_the_tuner_times_faster(answer):
+    from cyclegan_culture.accel import inference_weights
+    from cyclegan_culture.inference import translate
+    torch.manual_seed(0)
+    reference = networks.define_G(3, 3, 8, "resnet_6blocks").eval().requires_grad_(False)
+    plan = make_plan(torch.device("cpu"), autotune="off")
+    plan = type(plan)(**{**plan.__dict__, "conv_algorithm": "auto", "tuner": _LayoutAnswer(answer)})
+    net = inference_weights(plan.apply(networks.define_G(3, 3, 8, "resnet_6blocks")).eval().requires_grad_(False),
+                            None)
+    net.load_state_dict(reference.state_dict())
+    weight = net.model[1].weight
+    assert plan.tuner.asked and weight.is_contiguous(memory_format=torch.channels_last) == (answer == "nhwc")
+    x = torch.rand(1, 3, 36, 44) * 2 - 1
+    with torch.inference_mode():
+        torch.testing.assert_close(translate(net, x), reference(x), rtol=0, atol=1e-4)
+
+
+def test_fp32_inference_layout_is_timed_once_and_not_without_a_tuner(tmp_path):
+    from cyclegan_culture.accel import inference_weights
+    tuner = autotune.Autotuner("on", tmp_path)
+    plan = make_plan(torch.device("cpu"), autotune="off")
+    tuned = type(plan)(**{**plan.__dict__, "conv_algorithm": "auto", "tuner": tuner})
+    inference_weights(tuned.apply(networks.define_G(3, 3, 4, "resnet_6blocks")).eval(), None)
+    (key,) = [k for k in tuner.choices if k.startswith("generator_layout")]
+    assert set(tuner.timings[key]) == {"nchw", "nhwc"}
+    untuned = plan.apply(networks.define_G(3, 3, 4, "resnet_6blocks")).eval()  # --autotune off
+    assert inference_weights(untuned, None) is untuned and untuned.model[1].weight.is_contiguous()

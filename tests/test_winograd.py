@@ -65,14 +65,16 @@ def test_float32_rounding_stays_near_direct_convolution(layout):
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=["NCHW", "NHWC"])
 def test_cached_filters_are_used_only_without_gradients(layout):
-    w = torch.randn(4, 4, 3, 3)
-    x = torch.randn(1, 4, 6, 6).contiguous(memory_format=layout)
+    g = torch.Generator().manual_seed(2)  # its own seed: the global one depends on which tests ran before
+    w = torch.randn(4, 4, 3, 3, generator=g)
+    x = torch.randn(1, 4, 6, 6, generator=g).contiguous(memory_format=layout)
     stale = winograd_filters(torch.zeros_like(w))  # filters of other weights: visible if used
     with torch.no_grad():
         assert winograd_conv3x3_reflect(x, w, None, stale).abs().max() == 0
     with torch.enable_grad():
-        torch.testing.assert_close(winograd_conv3x3_reflect(x, w, None, stale), direct(x, w, None),
-                                   rtol=1e-4, atol=1e-5)
+        expected = direct(x, w, None)
+        torch.testing.assert_close(winograd_conv3x3_reflect(x, w, None, stale), expected,
+                                   rtol=0, atol=5e-5 * expected.abs().max().item())
 
 
 def test_rejects_other_kernel_sizes():

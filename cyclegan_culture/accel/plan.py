@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -80,7 +81,7 @@ def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
 
 def inference_weights(net: nn.Module, dtype: torch.dtype | None, layout: str = "auto") -> nn.Module:
     """``net`` (fixed weights, about to run under ``autocast(dtype)``) prepared for inference where that is
-    faster: on CPU with bf16, its weights stored in bf16 once and, unless ``layout`` (--channels_last) is 'off',
+    faster: in fp32 under 'auto', the layout the per-machine tuner finds faster (_tuned_fp32_layout); on CPU with bf16, its weights stored in bf16 once and, unless ``layout`` (--channels_last) is 'off',
     in channels_last. Autocast keeps its casts only for weights that require gradients, so a loaded generator's
     fp32 weights (11M for the default) were cast again on every call; storing them gives bit-identical outputs.
     In NHWC, oneDNN's bf16 convolutions of one image ran faster and without the layout copies NCHW costs
@@ -90,11 +91,41 @@ def inference_weights(net: nn.Module, dtype: torch.dtype | None, layout: str = "
     weights, 252 with NHWC as well, 194 with Winograd (docs/performance.md). CUDA's fp16 keeps fp32 weights: not
     measured there."""
     weight = next((p for p in net.parameters() if p.is_floating_point()), None)
+    if dtype is None and weight is not None and weight.dtype == torch.float32 and layout == "auto":
+        return _tuned_fp32_layout(net, weight)
     if dtype != torch.bfloat16 or weight is None or weight.device.type != "cpu":
         return net
     if layout == "off":
         return net.to(torch.bfloat16)
     return net.to(torch.bfloat16, memory_format=torch.channels_last)
+
+
+LAYOUT_SAMPLE = (1, 3, 256, 256)  # the size fp32 inference layouts are timed at: test.py's and the presets' scale
+
+
+def _tuned_fp32_layout(net: nn.Module, weight: torch.Tensor) -> nn.Module:
+    """fp32 inference on CPU in the layout this machine runs it faster in, timed once per network (its class and
+    size) at LAYOUT_SAMPLE by the tuner its swapped layers carry (none: NCHW, as built). On an Intel Xeon with
+    AMX, a default generator's 256x256 call took 503 ms in NCHW and 376 in NHWC (the reference's 616); other CPUs
+    differ, hence the timing (docs/performance.md)."""
+    tuner = next((m.tuner for m in net.modules() if getattr(m, "tuner", None) is not None), None)
+    if tuner is None or weight.device.type != "cpu" or not weight.is_contiguous():
+        return net
+    size = sum(p.numel() for p in net.parameters())
+    key = f"generator_layout {type(net).__name__} {size} params float32 {'x'.join(map(str, LAYOUT_SAMPLE))} infer"
+
+    def candidates() -> dict[str, Callable[[], object]]:
+        sample = torch.rand(LAYOUT_SAMPLE, device=weight.device) * 2 - 1
+
+        def run(layout: torch.memory_format) -> Callable[[], object]:
+            def call() -> object:
+                with torch.inference_mode():
+                    return net.to(memory_format=layout)(sample.contiguous(memory_format=layout))
+            return call
+        return {"nchw": run(torch.contiguous_format), "nhwc": run(torch.channels_last)}
+
+    choice = tuner.choose(key, candidates, "nchw", ("nchw", "nhwc"))
+    return net.to(memory_format=torch.channels_last if choice == "nhwc" else torch.contiguous_format)
 
 
 def memory_format(setting: str, device: torch.device, norm: str = "instance",
