@@ -126,7 +126,8 @@ def _add_common(parser: argparse.ArgumentParser, training: bool) -> None:
                    "scaling on CUDA (faster; changes numerics slightly)")
     s.add_argument("--channels_last", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
                    help="NHWC memory layout; auto: on for all training on CPU and for --amp inference on CPU "
-                   "(measured faster); off elsewhere (no faster on an H200 at batch 1)")
+                   "(measured faster), for fp32 inference on CPU whichever the per-machine plan (--autotune) "
+                   "times faster; off elsewhere (no faster on an H200 at batch 1)")
     s.add_argument("--conv_algorithm", default="auto", choices=CONV_ALGORITHMS,
                    help="how the residual blocks' 3x3 convolutions run: winograd (4x fewer multiply-adds, rounding "
                    "differs by ~1e-5; fp32 on CPU; with --amp, test.py and stylize use 2.25x fewer in bf16, with "

@@ -1,5 +1,6 @@
 """A per-machine execution plan: the first time a layer meets a shape, its candidate algorithms are timed on this
-machine and the fastest is kept, in a small JSON file in the user's cache folder; later runs read it back.
+machine and the fastest is kept, in a small JSON file in the user's cache folder; later runs read it back. The
+layout of fp32 inference (NCHW or NHWC, accel/plan.py) is timed and kept the same way.
 
 Fixed thresholds tuned on one CPU were wrong on another (issue 21: the Winograd paths that paid on one Intel
 Xeon bought nothing on an AMD EPYC). Like cuDNN's benchmark mode, but persistent, so that a resumed run, and every
