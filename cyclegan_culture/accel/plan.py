@@ -81,8 +81,9 @@ def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
 
 def inference_weights(net: nn.Module, dtype: torch.dtype | None, layout: str = "auto") -> nn.Module:
     """``net`` (fixed weights, about to run under ``autocast(dtype)``) prepared for inference where that is
-    faster: in fp32 under 'auto', the layout the per-machine tuner finds faster (_tuned_fp32_layout); on CPU with bf16, its weights stored in bf16 once and, unless ``layout`` (--channels_last) is 'off',
-    in channels_last. Autocast keeps its casts only for weights that require gradients, so a loaded generator's
+    faster: in fp32 under 'auto', the layout the per-machine tuner finds faster (_tuned_fp32_layout); on CPU
+    with bf16, its weights stored in bf16 once and, unless ``layout`` (--channels_last) is 'off', in
+    channels_last. Autocast keeps its casts only for weights that require gradients, so a loaded generator's
     fp32 weights (11M for the default) were cast again on every call; storing them gives bit-identical outputs.
     In NHWC, oneDNN's bf16 convolutions of one image ran faster and without the layout copies NCHW costs
     (accel.layers.InstanceNorm keeps the maps in NHWC); the outputs differ from NCHW's by bf16 rounding only
