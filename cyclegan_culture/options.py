@@ -230,6 +230,9 @@ def build_train_parser(prog: str = "cyclegan-culture train") -> argparse.Argumen
                    "generator's weights (e.g. 0.999) and translate with it: smoother, steadier results (0: off)")
     t.add_argument("--lambda_edge", type=float, default=0.0, help="weight of the edge loss: the translation keeps "
                    "the main edges of its source (Sobel, at half size) as strokes (0: off)")
+    t.add_argument("--lambda_tone", type=float, default=0.0, help="weight of the tone loss: the translation keeps "
+                   "which parts of its source are lighter than which (grey, at quarter size, standardised), colour "
+                   "and contrast left free; unlike the edge loss it forbids inverted tones (0: off)")
     t.add_argument("--eval_freq", type=int, default=0, help="every this many epochs, measure content SSIM, style "
                    "score and cycle PSNR on a fixed subset of photos (0: never)")
     t.add_argument("--early_stop_patience", type=int, default=0, help="stop when --early_stop_metric has not "
@@ -422,8 +425,8 @@ def validate_train(opt: argparse.Namespace) -> None:
         raise UserError(f"--lr must be positive, got {opt.lr}")
     if opt.lambda_A < 0 or opt.lambda_B < 0 or opt.lambda_identity < 0:
         raise UserError("--lambda_A, --lambda_B and --lambda_identity must be 0 or more")
-    if opt.lambda_edge < 0 or not 0 <= opt.ema_decay < 1:
-        raise UserError("--lambda_edge must be 0 or more and --ema_decay in [0, 1), e.g. 0.999")
+    if opt.lambda_edge < 0 or opt.lambda_tone < 0 or not 0 <= opt.ema_decay < 1:
+        raise UserError("--lambda_edge and --lambda_tone must be 0 or more and --ema_decay in [0, 1), e.g. 0.999")
     try:
         parse_policy(opt.diffaugment)
     except ValueError as exc:

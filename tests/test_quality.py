@@ -11,11 +11,12 @@ import torch
 from PIL import Image
 
 from cyclegan_culture import cli
+from cyclegan_culture.errors import UserError
 from cyclegan_culture.eval import floors
 from cyclegan_culture.eval.judge import gather, load_judge, source_of, train_judge
 from cyclegan_culture.eval.judge_score import pair_by_name, score
 from cyclegan_culture.models.diffaugment import cutout, diff_augment, parse_policy, translation
-from cyclegan_culture.models.losses import edge_loss, edge_map
+from cyclegan_culture.models.losses import edge_loss, edge_map, tone_loss, tone_map
 from cyclegan_culture.runs import folder
 from tests.test_train_resume import make_trainer, stop_at
 
@@ -67,6 +68,27 @@ def test_edge_loss_keeps_where_edges_are_not_their_contrast():
     moved = torch.roll(x, shifts=6, dims=3)
     assert edge_loss(moved, x).item() > 0.5
     assert edge_map(x).shape == (1, 1, 16, 16)
+
+
+def test_tone_loss_forbids_inverted_tones_and_leaves_colour_and_contrast_free():
+    torch.manual_seed(0)
+    photo = torch.rand(1, 3, 32, 32) * 2 - 1
+    photo[..., :16, :] -= 0.8  # a dark upper half
+    photo = photo.clamp(-1, 1)
+    tinted = (photo * 0.4 + torch.tensor([0.3, -0.1, -0.4]).view(1, 3, 1, 1)).clamp(-1, 1)  # weaker, coloured
+    inverted = -photo
+    assert tone_loss(tinted, photo).item() < 0.05
+    assert tone_loss(inverted, photo).item() > 1.0
+    assert edge_loss(inverted, photo).item() < 0.05  # what the edge loss lets through
+    assert tone_map(photo).shape == (1, 1, 8, 8)
+
+
+def test_the_tone_loss_is_trained_and_logged_when_weighted(tiny_dataset, tmp_path):
+    run = make_trainer(tiny_dataset, tmp_path / "ck", "--lambda_tone", "2", hooks=[stop_at(2)]).run()
+    logged = (run.run_dir / "loss_log.txt").read_text()
+    assert "tone_A" in logged and "tone_B" in logged
+    with pytest.raises(UserError, match="--lambda_edge and --lambda_tone"):
+        make_trainer(tiny_dataset, tmp_path / "ck2", "--lambda_tone", "-1")
 
 
 # --- averaged generators -----------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ class ModelConfig(_Record):
     diffaugment: str = ""  # the discriminators' input augmentations, e.g. "color,translation,cutout"
     ema_decay: float = 0.0  # > 0: inference uses an exponential moving average of each generator's weights
     lambda_edge: float = 0.0  # weight of the loss that keeps the input's main edges in the translation
+    lambda_tone: float = 0.0  # weight of the loss that keeps the input's light-and-dark layout (losses.tone_loss)
     direction: str = "AtoB"
     seed: int = 0  # the replay buffers' random choices
 

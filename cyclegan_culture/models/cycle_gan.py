@@ -18,10 +18,11 @@ from cyclegan_culture.models import networks
 from cyclegan_culture.models.base import TranslationModel, make_optimizer
 from cyclegan_culture.models.config import ModelConfig, TrainSchedule
 from cyclegan_culture.models.image_pool import ImagePool
-from cyclegan_culture.models.losses import GANLoss, edge_loss, gradient_penalty
+from cyclegan_culture.models.losses import GANLoss, edge_loss, gradient_penalty, tone_loss
 
 LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
 EDGE_LOSS_NAMES = ("edge_A", "edge_B")
+TONE_LOSS_NAMES = ("tone_A", "tone_B")
 VISUAL_NAMES = ("real_A", "fake_B", "rec_A", "idt_B", "real_B", "fake_A", "rec_B", "idt_A")
 
 
@@ -59,7 +60,8 @@ class CycleGANModel(TranslationModel):
         super().__init__(config, device, plan, schedule)
         self.G_A, self.G_B = (plan.apply(net) for net in build_generators(config))
         self.nets.update(G_A=self.G_A, G_B=self.G_B)
-        self.loss_names = LOSS_NAMES + (EDGE_LOSS_NAMES if config.lambda_edge > 0 else ())
+        self.loss_names = (LOSS_NAMES + (EDGE_LOSS_NAMES if config.lambda_edge > 0 else ())
+                           + (TONE_LOSS_NAMES if config.lambda_tone > 0 else ()))
         if not self.is_train:
             for net in self.nets.values():
                 net.eval()
@@ -155,6 +157,10 @@ class CycleGANModel(TranslationModel):
             self.loss_edge_A = edge_loss(self.fake_B.float(), self.real_A) * cfg.lambda_edge
             self.loss_edge_B = edge_loss(self.fake_A.float(), self.real_B) * cfg.lambda_edge
             loss = loss + self.loss_edge_A + self.loss_edge_B
+        if cfg.lambda_tone > 0:
+            self.loss_tone_A = tone_loss(self.fake_B.float(), self.real_A) * cfg.lambda_tone
+            self.loss_tone_B = tone_loss(self.fake_A.float(), self.real_B) * cfg.lambda_tone
+            loss = loss + self.loss_tone_A + self.loss_tone_B
         return loss
 
     def _discriminator_loss(self, name: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
