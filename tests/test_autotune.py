@@ -116,5 +116,8 @@ def test_fp32_inference_layout_is_timed_once_and_not_without_a_tuner(tmp_path):
     inference_weights(tuned.apply(networks.define_G(3, 3, 4, "resnet_6blocks")).eval(), None)
     (key,) = [k for k in tuner.choices if k.startswith("generator_layout")]
     assert set(tuner.timings[key]) == {"nchw", "nhwc"}
+    tuner.timings[key] = {"marker": 0.0}  # a second network of the same kind: the kept choice, no new timing
+    inference_weights(tuned.apply(networks.define_G(3, 3, 4, "resnet_6blocks")).eval(), None)
+    assert tuner.timings[key] == {"marker": 0.0}
     untuned = plan.apply(networks.define_G(3, 3, 4, "resnet_6blocks")).eval()  # --autotune off
     assert inference_weights(untuned, None) is untuned and untuned.model[1].weight.is_contiguous()

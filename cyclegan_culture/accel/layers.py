@@ -175,8 +175,8 @@ class ResidualConv(nn.Conv2d):
             winograd, f2 = choice == "winograd", choice == "winograd_f2"
         if winograd:
             # The filters are transformed on every call, also for fixed weights: keeping them cost 4x the weights
-            # (170 MB for a default generator), which put test.py's peak above the reference's, for 5-7% of its
-            # inference time (docs/performance.md)
+            # (170 MB for a default generator), which put test.py's peak above the reference's, for about 5% of
+            # its inference time (docs/performance.md)
             return winograd_conv3x3_reflect(x, self.weight, self.bias)
         if f2:
             transformed = fixed_weight_cache(self, "_winograd_f2_cache", winograd_f2.filters)

@@ -107,8 +107,8 @@ LAYOUT_SAMPLE = (1, 3, 256, 256)  # the size fp32 inference layouts are timed at
 def _tuned_fp32_layout(net: nn.Module, weight: torch.Tensor) -> nn.Module:
     """fp32 inference on CPU in the layout this machine runs it faster in, timed once per network (its class and
     size) at LAYOUT_SAMPLE by the tuner its swapped layers carry (none: NCHW, as built). On an Intel Xeon with
-    AMX, a default generator's 256x256 call took 503 ms in NCHW and 376 in NHWC (the reference's 616); other CPUs
-    differ, hence the timing (docs/performance.md)."""
+    AMX, a default generator's 256x256 call took 631 ms in NCHW and 483 in NHWC (the reference's layers 792;
+    bench/inference_layout.py); other CPUs differ, hence the timing (docs/performance.md)."""
     tuner = next((m.tuner for m in net.modules() if getattr(m, "tuner", None) is not None), None)
     if tuner is None or weight.device.type != "cpu" or not weight.is_contiguous():
         return net
