@@ -229,3 +229,16 @@ def test_algorithm_resolution():
     with pytest.raises(PlanError, match="unknown 'fft'") as refused:
         conv_algorithm("fft", cpu)
     assert refused.value.setting == "conv_algorithm"
+
+
+def test_training_after_a_pass_under_inference_mode_reuses_no_inference_buffers():
+    # An evaluation during training (eval/during_training.py) translates under torch.inference_mode; scratch
+    # buffers grown there were inference tensors, and the next training step failed writing into them.
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(4, 4, 3, 3, generator=g, requires_grad=True)
+    with torch.inference_mode():
+        winograd_conv3x3_reflect(torch.randn(1, 4, 40, 40, generator=g), w.detach(), None)
+    x = torch.randn(1, 4, 16, 16, generator=g, requires_grad=True)
+    out = winograd_conv3x3_reflect(x, w, None)
+    out.sum().backward()
+    torch.testing.assert_close(out, direct(x, w, None), rtol=1e-4, atol=1e-4)

@@ -56,8 +56,12 @@ class _Workspace(threading.local):
         for n in shape:
             size *= n
         buf = self.buffers.get(name)
-        if buf is None or buf.numel() < size or buf.dtype != like.dtype or buf.device != like.device:
-            buf = self.buffers[name] = torch.empty(size, dtype=like.dtype, device=like.device)
+        if buf is None or buf.numel() < size or buf.dtype != like.dtype or buf.device != like.device \
+                or buf.is_inference():
+            # Never an inference tensor: one made under torch.inference_mode (a test pass, an evaluation during
+            # training) cannot be written outside it, and the next training step would fail.
+            with torch.inference_mode(False):
+                buf = self.buffers[name] = torch.empty(size, dtype=like.dtype, device=like.device)
         return buf[:size].view(shape)
 
 
