@@ -33,7 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from cyclegan_culture import options  # noqa: E402
 from cyclegan_culture.accel import ExecutionPlan, inference_weights  # noqa: E402
+from cyclegan_culture.accel.layers import ResidualConv  # noqa: E402
 from cyclegan_culture.devices import select_device  # noqa: E402
+from cyclegan_culture.engine.training_plan import training_plan  # noqa: E402
 from cyclegan_culture.models import registry  # noqa: E402
 from cyclegan_culture.models.cycle_gan import CycleGANModel  # noqa: E402
 from cyclegan_culture.options import execution_plan  # noqa: E402
@@ -140,8 +142,9 @@ class ReferenceStep:
 
 
 def layout(model: CycleGANModel) -> str:
-    """The memory layout --channels_last resolved to."""
-    return "NHWC" if model.memory_format == torch.channels_last else "NCHW"
+    """The memory layout the plan resolved to, and whether the step runs our layers or PyTorch's."""
+    layers = "" if any(isinstance(m, ResidualConv) for m in model.G_A.modules()) else " reference layers"
+    return ("NHWC" if model.memory_format == torch.channels_last else "NCHW") + layers
 
 
 def summarize(times: list[float]) -> dict:
@@ -164,7 +167,7 @@ def bench_train(args: argparse.Namespace) -> dict:
     opt = model_opt(args)
     device = bench_device(args)
     torch.manual_seed(0)
-    plan = PLAIN(device) if args.reference_step else execution_plan(opt, device, training=True)
+    plan = PLAIN(device) if args.reference_step else training_plan(opt, device)
     model = registry.build(vars(opt), device, plan, training=True)
     step = ReferenceStep(model) if args.reference_step else model.optimize_parameters
     batch = {"A": torch.rand(args.batch_size, 3, args.crop, args.crop) * 2 - 1,
@@ -202,7 +205,7 @@ def bench_compare(args: argparse.Namespace) -> dict:
     opt = model_opt(args)
     device = bench_device(args)
     torch.manual_seed(0)
-    ours = registry.build(vars(opt), device, execution_plan(opt, device, training=True), training=True)
+    ours = registry.build(vars(opt), device, training_plan(opt, device), training=True)
     ref_opt = model_opt(argparse.Namespace(**{**vars(args), "amp": False, "compile": False, "channels_last": "off"}))
     reference = registry.build(vars(ref_opt), device, PLAIN(device), training=True)
     ref_step = ReferenceStep(reference)

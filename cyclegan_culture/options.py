@@ -137,8 +137,9 @@ def _add_common(parser: argparse.ArgumentParser, training: bool) -> None:
                    "direct also runs the generator's last convolution as PyTorch's (auto: per 2x2 output block "
                    "on CPU)")
     s.add_argument("--autotune", default=default_autotune_mode(), choices=AUTOTUNE_MODES,
-                   help="with --conv_algorithm auto on CPU: time each layer's algorithms once per shape on this "
-                   "machine and keep the fastest in a cache file (~/.cache/cyclegan-culture, keyed by CPU, flags, "
+                   help="with --conv_algorithm auto on CPU: time each layer's algorithms once per shape (and, for "
+                   "training, whole steps with these layers or PyTorch's) on this machine and keep the fastest in a "
+                   "cache file (~/.cache/cyclegan-culture, keyed by CPU, flags, "
                    "threads and torch); on: time again; off: the built-in thresholds (also CYCLEGAN_CULTURE_AUTOTUNE)")
     s.add_argument("--compile", action="store_true", help="torch.compile the networks (slow start, faster steps; "
                    "falls back to eager with a warning where it cannot compile)")

@@ -21,7 +21,7 @@ def test_the_faster_candidate_wins_and_is_kept_for_later_runs(tmp_path, monkeypa
     saved = json.loads(tuner.path.read_text())
     assert saved["choices"] == {"k": "fast"} and saved["machine"] == autotune.machine()
     # a later run reads the choice without timing anything
-    monkeypatch.setattr(autotune, "_best_time", lambda run: pytest.fail("timed again"))
+    monkeypatch.setattr(autotune, "_best_time", lambda run, *_: pytest.fail("timed again"))
     assert autotune.Autotuner("auto", tmp_path).choose("k", {"slow": int, "fast": int}, default="slow") == "fast"
     # off keeps the default; on times again
     assert autotune.Autotuner("off", tmp_path).choose("k", {"slow": int, "fast": int}, default="slow") == "slow"
@@ -121,3 +121,79 @@ def test_fp32_inference_layout_is_timed_once_and_not_without_a_tuner(tmp_path):
     assert tuner.timings[key] == {"marker": 0.0}
     untuned = plan.apply(networks.define_G(3, 3, 4, "resnet_6blocks")).eval()  # --autotune off
     assert inference_weights(untuned, None) is untuned and untuned.model[1].weight.is_contiguous()
+
+
+def _step_timing_setup(tmp_path, monkeypatch, fastest: str):
+    """A fresh shared tuner in ``tmp_path`` whose step timings make ``fastest`` ('fast_layers',
+    'fast_layers_nchw' or 'reference_layers') win; returns the list of plans the timing built models with."""
+    from cyclegan_culture.accel import plan as plan_mod
+    from cyclegan_culture.models import registry
+
+    monkeypatch.setenv(autotune.CACHE_ENV, str(tmp_path))
+    plan_mod.shared_tuner.cache_clear()
+    monkeypatch.setattr(plan_mod.shared_tuner, "__wrapped__", plan_mod.shared_tuner.__wrapped__)  # restored after
+    built, real_build = [], registry.build
+
+    def build(values, device, plan, training):
+        built.append(plan)
+        return real_build(values, device, plan, training)
+
+    def name_of(plan) -> str:
+        if not plan.fast_layers:
+            return "reference_layers"
+        return "fast_layers" if plan.memory_format == torch.channels_last else "fast_layers_nchw"
+
+    def fake_time(run, repeats=3):
+        run()  # the real step: it must run, and build its candidate's model
+        return 0.001 if name_of(built[-1]) == fastest else 0.002
+    monkeypatch.setattr(registry, "build", build)
+    monkeypatch.setattr(autotune, "_best_time", fake_time)
+    return built
+
+
+@pytest.mark.parametrize("fastest", ["reference_layers", "fast_layers_nchw"])
+def test_training_runs_the_plan_whose_whole_step_this_machine_times_fastest(tmp_path, monkeypatch, fastest):
+    from cyclegan_culture import options
+    from cyclegan_culture.accel import plan as plan_mod
+    from cyclegan_culture.engine.trainer import Trainer
+    from tests.conftest import TINY, make_dataset
+
+    built = _step_timing_setup(tmp_path / "cache", monkeypatch, fastest)
+    parser = options.build_train_parser()
+    argv = ["--dataroot", str(make_dataset(tmp_path / "data")), "--name", "run", "--checkpoints_dir",
+            str(tmp_path / "ckpt"), *TINY, "--n_epochs", "1", "--n_epochs_decay", "0", "--autotune", "on"]
+    trainer = Trainer(options.parse(parser, argv), parser)
+    assert len(built) == 4  # three candidates timed, each on its own model, then the run's
+    layers = {type(m) for m in trainer.model.G_A.modules()}
+    assert (ResidualConv in layers) == (fastest != "reference_layers")
+    assert trainer.model.memory_format == torch.contiguous_format
+    trainer.run()
+    tuner = plan_mod.shared_tuner("on")
+    (key,) = [k for k in tuner.choices if k.startswith("training_step")]
+    assert tuner.choices[key] == fastest and set(tuner.timings[key]) == {"fast_layers", "fast_layers_nchw",
+                                                                          "reference_layers"}
+    plan_mod.shared_tuner.cache_clear()
+
+
+def test_the_step_choice_is_kept_and_not_made_when_off_or_forced(tmp_path, monkeypatch):
+    from cyclegan_culture import options
+    from cyclegan_culture.accel import plan as plan_mod
+    from cyclegan_culture.engine.training_plan import candidate_plans, training_plan
+    from tests.conftest import TINY
+
+    built = _step_timing_setup(tmp_path, monkeypatch, "reference_layers")
+    parser = options.build_train_parser()
+    opt = options.parse(parser, ["--dataroot", "x", *TINY, "--autotune", "auto"])
+    state = torch.random.get_rng_state()
+    assert not training_plan(opt, torch.device("cpu")).fast_layers and len(built) == 3
+    assert torch.equal(torch.random.get_rng_state(), state)  # timing leaves the run's random stream alone
+    plan_mod.shared_tuner.cache_clear()  # a later run: reads the kept choice, times nothing
+    monkeypatch.setattr(autotune, "_best_time", lambda run, *_: pytest.fail("timed again"))
+    assert not training_plan(opt, torch.device("cpu")).fast_layers
+    off = options.parse(parser, ["--dataroot", "x", *TINY, "--autotune", "off"])
+    assert training_plan(off, torch.device("cpu")).fast_layers  # off: the flags' plan, untimed
+    assert training_plan(opt, torch.device("cpu"), distributed=True).fast_layers  # processes must agree
+    forced = options.execution_plan(options.parse(parser, ["--dataroot", "x", *TINY, "--channels_last", "on"]),
+                                    torch.device("cpu"), True)
+    assert list(candidate_plans(forced, "on")) == ["fast_layers"]  # PyTorch's NHWC instance norm is wrong
+    plan_mod.shared_tuner.cache_clear()

@@ -1,6 +1,7 @@
 """A per-machine execution plan: the first time a layer meets a shape, its candidate algorithms are timed on this
 machine and the fastest is kept, in a small JSON file in the user's cache folder; later runs read it back. The
-layout of fp32 inference (NCHW or NHWC, accel/plan.py) is timed and kept the same way.
+layout of fp32 inference (NCHW or NHWC, accel/plan.py) and the training step's plan (engine/training_plan.py) are
+timed and kept the same way.
 
 Fixed thresholds tuned on one CPU were wrong on another (issue 21: the Winograd paths that paid on one Intel
 Xeon bought nothing on an AMD EPYC). Like cuDNN's benchmark mode, but persistent, so that a resumed run, and every
@@ -83,10 +84,11 @@ class Autotuner:
             self.choices, self.timings = {}, {}
 
     def choose(self, key: str, candidates: dict[str, Callable[[], object]] | Callable[[], dict[str, Callable]],
-               default: str, names: tuple[str, ...] | None = None) -> str:
+               default: str, names: tuple[str, ...] | None = None, repeats: int = REPEATS) -> str:
         """The fastest of ``candidates`` (name -> a function to time) for ``key``, timed now if not known, or
         ``default`` when off. ``candidates`` may be a function that builds them, with their ``names``: it is
-        called only when timing is needed, so a known key costs a dictionary lookup."""
+        called only when timing is needed, so a known key costs a dictionary lookup. Each candidate runs once to
+        warm up, then ``repeats`` timed times."""
         names = names or tuple(candidates)  # type: ignore[arg-type]
         if self.mode == "off" or len(names) < 2:
             return default
@@ -95,7 +97,7 @@ class Autotuner:
             return known
         if callable(candidates):
             candidates = candidates()
-        times = {name: _best_time(run) for name, run in candidates.items()}
+        times = {name: _best_time(run, repeats) for name, run in candidates.items()}
         self.choices[key] = min(times, key=times.get)
         self.timings[key] = {name: round(t * 1000, 3) for name, t in times.items()}
         self._save()
@@ -112,10 +114,10 @@ class Autotuner:
                 print(self.note)
 
 
-def _best_time(run: Callable[[], object]) -> float:
+def _best_time(run: Callable[[], object], repeats: int = REPEATS) -> float:
     run()  # warm-up: first-call allocations and oneDNN primitive creation
     best = float("inf")
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         started = time.perf_counter()
         run()
         best = min(best, time.perf_counter() - started)

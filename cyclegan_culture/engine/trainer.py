@@ -30,6 +30,7 @@ from cyclegan_culture.data.transforms import SIZE_PRESERVING, Preprocess
 from cyclegan_culture.data.unpaired import EpochSampler, UnpairedDataset
 from cyclegan_culture.engine import distributed, resume, stop_signals
 from cyclegan_culture.engine.callbacks import Callback, HookCallback, LogPoint, crossed, default_callbacks
+from cyclegan_culture.engine.training_plan import training_plan
 from cyclegan_culture.progress import progress, say
 from cyclegan_culture.runs import checkpoint, folder, guard
 from cyclegan_culture.runs.lock import RunLock
@@ -141,9 +142,9 @@ class Trainer:
 
     def _build_model(self, opt: argparse.Namespace, state: dict | None, changed: list[str]) -> None:
         """The model (the same initial weights on every rank), then what it resumes or starts from."""
+        plan = training_plan(opt, self.device, self.dist.enabled)
         seed_everything(opt.seed)
-        self.model = registry.build(vars(opt), self.device, options_mod.execution_plan(opt, self.device, True),
-                                    training=True)
+        self.model = registry.build(vars(opt), self.device, plan, training=True)
         if self.dist.rank > 0:  # each rank its own dropout noise and replay-buffer choices
             seed_everything(opt.seed + 7919 * self.dist.rank)
             self.model.pool_rng.seed(f"{opt.seed}:{self.dist.rank}")
