@@ -17,6 +17,7 @@ import torch
 from cyclegan_culture.accel import CONV_ALGORITHMS, ExecutionPlan, PlanError, make_plan
 from cyclegan_culture.accel.autotune import MODES as AUTOTUNE_MODES, default_mode as default_autotune_mode
 from cyclegan_culture.backends import BACKEND_HELP, BACKENDS
+from cyclegan_culture.data.cultures import CULTURE_FILE, preset_weights
 from cyclegan_culture.devices import parse_gpu_ids
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_write_text
@@ -100,7 +101,8 @@ def _add_common(parser: argparse.ArgumentParser, training: bool) -> None:
         g.add_argument("--preset", choices=sorted(PRESETS), help="a ready configuration; explicit flags override "
                        "it. cpu (the 15-minute demo) sets: " + " ".join(f"--{k} {v}" for k, v in PRESETS["cpu"].items())
                        + "; cpu_long (under an hour) the same with --n_epochs 40 --n_epochs_decay 20 "
-                       "--save_epoch_freq 20 --lambda_edge 0.5")
+                       "--save_epoch_freq 20 --lambda_edge 0.5, or the loss weights the dataroot's culture.json "
+                       "gives for it")
     g.add_argument("--dataroot", help="folder with trainA, trainB, testA, testB (e.g. datasets/photo2guohua)"
                    + ("" if training else "; default: the run's, from its opt.json. With --model test: a folder of "
                       "images"))
@@ -313,6 +315,13 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
         for key, value in PRESETS[preset].items():
             if key not in opt._explicit:
                 setattr(opt, key, value)
+        culture = preset_weights(opt.dataroot, preset) if opt.dataroot else {}
+        chosen = {k: v for k, v in culture.items() if k not in opt._explicit}
+        for key, value in chosen.items():
+            setattr(opt, key, value)
+        if chosen:
+            print(f"--preset {preset}: {Path(opt.dataroot) / CULTURE_FILE} sets "
+                  + " ".join(f"--{k} {v:g}" for k, v in chosen.items()) + " for this culture")
     if opt.name is None:
         if not opt.dataroot:
             raise UserError("--name or --dataroot is required")

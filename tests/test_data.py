@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import json
 import random
 from pathlib import Path
 
@@ -177,3 +178,25 @@ def test_embedded_datasets_are_complete():
         assert load_culture(ds).native_name
     assert (root / "PROVENANCE.csv").read_text(encoding="utf-8").count("\n") == 311
     assert torch.is_tensor(pil_to_tensor(load_rgb(next((root / "photo" / "train").iterdir()))))
+
+
+def test_a_cultures_preset_weights_apply_under_the_flags_the_user_typed(tmp_path, capsys):
+    from cyclegan_culture import options
+    from cyclegan_culture.data.cultures import preset_weights
+
+    record = {"name": "Ukiyo-e", "presets": {"cpu_long": {"lambda_identity": 0, "lambda_tone": 0.5}}}
+    (tmp_path / "culture.json").write_text(json.dumps(record), encoding="utf-8")
+    parser = options.build_train_parser()
+    opt = options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long", "--lambda_tone", "0.7"])
+    assert (opt.lambda_identity, opt.lambda_edge, opt.lambda_tone) == (0.0, 0.5, 0.7)  # edge: the preset's own
+    assert "sets --lambda_identity 0 for this culture" in capsys.readouterr().out
+    assert options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu"]).lambda_tone == 0.0  # not cpu's
+    assert options.parse(parser, ["--dataroot", str(tmp_path)]).lambda_identity == 0.5  # no preset, no change
+    assert preset_weights(tmp_path / "nothing", "cpu_long") == {}
+    for bad in ({"cpu_long": {"lr": 1}}, {"cpu_long": {"lambda_tone": -1}}, {"cpu_long": 3}, [1]):
+        (tmp_path / "culture.json").write_text(json.dumps({**record, "presets": bad}), encoding="utf-8")
+        with pytest.raises(UserError, match=r"culture.json: \"presets\" must map"):
+            options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long"])
+    shipped = Path(__file__).resolve().parent.parent / "datasets"
+    assert preset_weights(shipped / "photo2ukiyoe", "cpu_long")["lambda_tone"] > 0
+    assert preset_weights(shipped / "photo2guohua", "cpu_long") == {}  # guohua keeps cpu_long's edge loss

@@ -36,6 +36,8 @@ CULTURES = {
             "'Pictures of the floating world': colour woodblock prints of landscapes, actors and daily life. "
             "Bold black key-block outlines enclose flat areas of colour, often Prussian blue and vermilion, with "
             "gradated skies (bokashi), high horizons and strong diagonal compositions."),
+        # --preset cpu_long's losses that keep the photo, measured for this culture (docs/quality.md section 9)
+        "presets": {"cpu_long": {"lambda_identity": 0, "lambda_edge": 0, "lambda_tone": 0.5}},
     },
     "impressionism": {
         "name": "Impressionism (Claude Monet)",
@@ -46,6 +48,7 @@ CULTURES = {
             "Oil paintings made outdoors to catch light and atmosphere: short, broken brush strokes of bright, "
             "unmixed colour placed side by side, soft edges, coloured shadows and an overall texture of visible "
             "paint instead of fine detail."),
+        "presets": {"cpu_long": {"lambda_identity": 0, "lambda_edge": 0, "lambda_tone": 0.3}},
     },
 }
 SPLIT_SEED = 0

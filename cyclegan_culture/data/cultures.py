@@ -1,4 +1,5 @@
-"""culture.json: who made the art of domain B (name, native name, region, period, description)."""
+"""culture.json: who made the art of domain B (name, native name, region, period, description), and the loss
+weights a preset should use for it ("presets": {"cpu_long": {"lambda_tone": 0.5, ...}})."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 from cyclegan_culture.errors import UserError
 
 CULTURE_FILE = "culture.json"
+# What a culture may change in a preset: the weights of the losses that keep the photo, which decide how far a
+# translation may move from it, and whose best values differ by culture (docs/quality.md section 9).
+PRESET_KEYS = ("lambda_identity", "lambda_edge", "lambda_tone")
 
 
 @dataclass
@@ -44,3 +48,21 @@ def load_culture(folder: str | Path, fallback_name: str | None = None) -> Cultur
         raise UserError(f"{path}: needs a JSON object with a non-empty \"name\"; fix the file")
     fields = Culture.__dataclass_fields__
     return Culture(**{k: str(v) for k, v in data.items() if k in fields})
+
+
+def preset_weights(folder: str | Path, preset: str) -> dict[str, float]:
+    """The loss weights ``folder/culture.json`` gives for ``preset`` ({} without the file or an entry)."""
+    path = Path(folder) / CULTURE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); fix it or delete it") from None
+    entry = data.get("presets", {}).get(preset, {}) if isinstance(data, dict) and isinstance(
+        data.get("presets", {}), dict) else None
+    if not isinstance(entry, dict) or any(k not in PRESET_KEYS or isinstance(v, bool) or not isinstance(v, (int, float))
+                                          or v < 0 for k, v in entry.items()):
+        raise UserError(f"{path}: \"presets\" must map a preset name to weights ({', '.join(PRESET_KEYS)}) of 0 "
+                        "or more; fix the file")
+    return {k: float(v) for k, v in entry.items()}
