@@ -40,10 +40,7 @@ def load_culture(folder: str | Path, fallback_name: str | None = None) -> Cultur
     if not path.is_file():
         name = fallback_name or folder.name
         return Culture(name=name, domain_B=name)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc}); fix it or delete it") from None
+    data = _read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"].strip():
         raise UserError(f"{path}: needs a JSON object with a non-empty \"name\"; fix the file")
     fields = Culture.__dataclass_fields__
@@ -55,14 +52,20 @@ def preset_weights(folder: str | Path, preset: str) -> dict[str, float]:
     path = Path(folder) / CULTURE_FILE
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc}); fix it or delete it") from None
-    entry = data.get("presets", {}).get(preset, {}) if isinstance(data, dict) and isinstance(
-        data.get("presets", {}), dict) else None
-    if not isinstance(entry, dict) or any(k not in PRESET_KEYS or isinstance(v, bool) or not isinstance(v, (int, float))
-                                          or v < 0 for k, v in entry.items()):
+    data = _read_json(path)
+    presets = data.get("presets", {}) if isinstance(data, dict) else None
+    entry = presets.get(preset, {}) if isinstance(presets, dict) else None
+
+    def is_weight(key: str, value: object) -> bool:
+        return key in PRESET_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    if not isinstance(entry, dict) or not all(is_weight(k, v) for k, v in entry.items()):
         raise UserError(f"{path}: \"presets\" must map a preset name to weights ({', '.join(PRESET_KEYS)}) of 0 "
                         "or more; fix the file")
     return {k: float(v) for k, v in entry.items()}
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); fix it or delete it") from None
