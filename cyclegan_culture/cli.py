@@ -239,6 +239,9 @@ def _judge(argv: list[str]) -> int:
     t.add_argument("--size", type=int, default=64, help="the one scale the judge sees, in pixels")
     t.add_argument("--epochs", type=int, default=30, help="training epochs (40 for the pool judge of docs/quality.md)")
     t.add_argument("--seed", type=int, default=0, help="random seed: same seed, same judge")
+    t.add_argument("--members", type=int, default=1, help="an ensemble of this many nets (seeds SEED, SEED+1, ...) "
+                   "whose probabilities are averaged: steadier on small classes, N times the training time (3 for "
+                   "the pool judge of docs/quality.md)")
     s = sub.add_parser("score", help="score folders of translations (and the floors) with a judge")
     s.add_argument("--judge", required=True, help="a judge folder (from judge train)")
     s.add_argument("--outputs", nargs="+", required=True, help="folders of translations, one row each")
@@ -262,8 +265,8 @@ def _judge_train(args) -> int:
     out = Path(args.out)
     if (out / CONFIG_FILE).exists():
         raise UserError(f"--out {out}: already holds a judge; choose a new folder (nothing was written)")
-    if args.size < 16 or args.epochs < 1:
-        raise UserError("--size must be at least 16 and --epochs at least 1")
+    if args.size < 16 or args.epochs < 1 or args.members < 1:
+        raise UserError("--size must be at least 16, --epochs and --members at least 1")
     exclude = set()
     if args.exclude:
         try:
@@ -273,7 +276,8 @@ def _judge_train(args) -> int:
             raise UserError(f"--exclude {args.exclude}: cannot read it ({exc.strerror})") from None
     items = gather([Path(d) for d in args.datasets], exclude)
     prepare_output_dir(out, "--out")
-    judge, report = train_judge(items, size=args.size, epochs=args.epochs, seed=args.seed)
+    judge, report = train_judge(items, size=args.size, epochs=args.epochs, seed=args.seed,
+                                 members=args.members)
     judge.info["datasets"] = [str(d) for d in args.datasets]
     judge.info["excluded"] = len(exclude)
     judge.save(out)

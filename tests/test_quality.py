@@ -173,6 +173,28 @@ def test_judge_learns_saves_loads_and_scores_against_floors(judge_data, tmp_path
     assert model.beats_floors == (not any(f.share >= model.share and f.ssim >= model.ssim for f in floor_rows))
 
 
+def test_a_judge_ensemble_averages_members_that_are_the_single_judges_of_their_seeds(judge_data, tmp_path):
+    torch.set_num_threads(1)
+    items = gather([judge_data / "photo", judge_data / "ink"])
+    recipe = dict(size=16, epochs=2, batch_size=8, lr=5e-3, steps_per_epoch=4)
+    ensemble, _ = train_judge(items, seed=3, members=2, **recipe)
+    singles = [train_judge(items, seed=seed, **recipe)[0] for seed in (3, 4)]
+    imgs = [Image.open(p).convert("RGB") for p in sorted((judge_data / "photo").iterdir())[:3]]
+    mean = (singles[0].probabilities(imgs) + singles[1].probabilities(imgs)) / 2
+    assert np.allclose(ensemble.probabilities(imgs), mean, atol=1e-6)
+    assert not np.allclose(singles[0].probabilities(imgs), singles[1].probabilities(imgs), atol=1e-4)
+    assert len(ensemble.info["member_balanced_accuracy"]) == 2 and ensemble.info["recipe"]["members"] == 2
+    ensemble.save(tmp_path / "ensemble")
+    again = load_judge(tmp_path / "ensemble")
+    assert len(again.nets) == 2 and np.allclose(again.probabilities(imgs), mean, atol=1e-6)
+    # a judge.json that disagrees with the weights file is a one-line error, not a half-loaded judge
+    singles[0].save(tmp_path / "single")
+    config = json.loads((tmp_path / "single" / "judge.json").read_text())
+    (tmp_path / "single" / "judge.json").write_text(json.dumps({**config, "members": 2}))
+    with pytest.raises(UserError, match="1 nets stored, 2 in judge.json"):
+        load_judge(tmp_path / "single")
+
+
 def test_judge_cli_refuses_reuse_and_unknown_targets(judge_data, tmp_path, capsys):
     out = tmp_path / "j"
     (out).mkdir()

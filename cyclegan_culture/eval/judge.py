@@ -8,6 +8,10 @@ are also cross-faded with a painting of another class and still labelled photo: 
 ghosted painting has not been translated (without this, a 50% cross-fade with a Monet passed for impressionism
 83% of the time; docs/quality.md). Classes are sampled evenly, and the validation split is fixed (a dataset's
 test folders, or every fifth image of each source) and reported per class and per source.
+
+A judge can be an ensemble: ``members`` nets trained alike from consecutive seeds, whose class probabilities
+are averaged. One net's errors on 20 paintings of a class depend on its seed; the average of three depends on
+it less (docs/quality.md, "The judge").
 """
 
 from __future__ import annotations
@@ -202,32 +206,36 @@ def _batch(images: list[Image.Image]) -> torch.Tensor:
 # --- the judge: train, save, load, predict ----------------------------------------------------------------------
 @dataclass
 class Judge:
-    net: JudgeNet
+    nets: list[JudgeNet]  # one, or the members of an ensemble (their probabilities are averaged)
     classes: list[str]
     size: int
     info: dict = field(default_factory=dict)
 
     @torch.inference_mode()
     def probabilities(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:
-        """(n, classes) class probabilities, each the mean over the centre view and its mirror image."""
-        self.net.eval()
+        """(n, classes) class probabilities, each the mean over the members, the centre view and its mirror."""
+        for net in self.nets:
+            net.eval()
         out = []
         for start in range(0, len(images), batch_size):
             views = [centre_view(img, self.size) for img in images[start:start + batch_size]]
             x = _batch(views)
-            p = F.softmax(self.net(x), 1) + F.softmax(self.net(torch.flip(x, dims=[3])), 1)
-            out.append((p / 2).numpy())
+            p = sum(F.softmax(net(x), 1) + F.softmax(net(torch.flip(x, dims=[3])), 1) for net in self.nets)
+            out.append((p / (2 * len(self.nets))).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_save({k: v.detach().cpu() for k, v in self.net.state_dict().items()}, folder / WEIGHTS_FILE)
-        config = {"classes": self.classes, "size": self.size, "widths": list(self.widths), **self.info}
+        states = [{k: v.detach().cpu() for k, v in net.state_dict().items()} for net in self.nets]
+        # one net is stored as its state dict, as judges were before ensembles, so older folders still load
+        atomic_save(states[0] if len(states) == 1 else states, folder / WEIGHTS_FILE)
+        config = {"classes": self.classes, "size": self.size, "widths": list(self.widths),
+                  "members": len(self.nets), **self.info}
         atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
     @property
     def widths(self) -> tuple[int, ...]:
-        return tuple(m.out_channels for m in self.net.features if isinstance(m, nn.Conv2d))
+        return tuple(m.out_channels for m in self.nets[0].features if isinstance(m, nn.Conv2d))
 
 
 def load_judge(folder: str | Path) -> Judge:
@@ -238,12 +246,19 @@ def load_judge(folder: str | Path) -> Judge:
                         "with cyclegan-culture judge train)")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-        net = JudgeNet(len(config["classes"]), tuple(config["widths"]))
-        net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+        stored = torch.load(weights_path, map_location="cpu", weights_only=True)
+        states = stored if isinstance(stored, list) else [stored]
+        if len(states) != int(config.get("members", 1)):
+            raise ValueError(f"{len(states)} nets stored, {config.get('members', 1)} in {CONFIG_FILE}")
+        nets = []
+        for state in states:
+            net = JudgeNet(len(config["classes"]), tuple(config["widths"]))
+            net.load_state_dict(state)
+            nets.append(net.eval())
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise UserError(f"--judge {folder}: cannot load it ({str(exc).splitlines()[0][:160]}); retrain it") from None
-    info = {k: v for k, v in config.items() if k not in ("classes", "size", "widths")}
-    return Judge(net.eval(), list(config["classes"]), int(config["size"]), info)
+    info = {k: v for k, v in config.items() if k not in ("classes", "size", "widths", "members")}
+    return Judge(nets, list(config["classes"]), int(config["size"]), info)
 
 
 def _load_all(items: list[LabelledImage]) -> tuple[list[Image.Image], list[LabelledImage], list[str]]:
@@ -275,11 +290,11 @@ def validation_report(judge: Judge, images: list[Image.Image], items: list[Label
 
 def train_judge(items: list[LabelledImage], size: int = 64, epochs: int = 30, batch_size: int = 48,
                 lr: float = 3e-3, seed: int = 0, steps_per_epoch: int | None = None,
-                cross_fades: float = CROSS_FADE_SHARE) -> tuple[Judge, dict]:
+                cross_fades: float = CROSS_FADE_SHARE, members: int = 1) -> tuple[Judge, dict]:
     """Train a judge on the training split of ``items``; returns it and its validation report. ``cross_fades``:
-    the share of photo views cross-faded with a painting (there is a ``PHOTO_CLASS``)."""
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
+    the share of photo views cross-faded with a painting (there is a ``PHOTO_CLASS``). ``members`` > 1: an
+    ensemble of nets trained from seeds ``seed``, ``seed + 1``, ... (member k is the judge ``seed + k`` alone
+    would give)."""
     images, items, skipped = _load_all(items)
     classes = sorted({it.label for it in items})
     train_idx = [i for i, it in enumerate(items) if not it.validation]
@@ -289,38 +304,49 @@ def train_judge(items: list[LabelledImage], size: int = 64, epochs: int = 30, ba
     empty = [c for c, idx in by_class.items() if not idx]
     if empty:
         raise UserError(f"--datasets: no training images for {', '.join(empty)}")
-    net = JudgeNet(len(classes))
-    judge = Judge(net, classes, size)
     steps = steps_per_epoch or max(30, len(train_idx) // batch_size)  # small datasets: more views per epoch
-    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps)
+    val_images, val_items = [images[i] for i in val_idx], [items[i] for i in val_idx]
     started = time.time()
-    with progress(total=epochs * steps, desc="training the judge", unit="step") as bar:
-        for _ in range(epochs):
-            net.train()
-            for _ in range(steps):
-                picks = [rng.choice(by_class[rng.choice(classes)]) for _ in range(batch_size)]  # balanced classes
-                views = [augment(images[i], size, rng) for i in picks]
-                for k, i in enumerate(picks):
-                    if art and items[i].label == PHOTO_CLASS and rng.random() < cross_fades:
-                        views[k] = _cross_faded(views[k], augment(images[rng.choice(art)], size, rng), rng)
-                x = _batch(views)
-                y = torch.tensor([classes.index(items[i].label) for i in picks])
-                loss = F.cross_entropy(net(x), y, label_smoothing=0.05)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-    report = validation_report(judge, [images[i] for i in val_idx], [items[i] for i in val_idx])
+    nets, member_accuracy = [], []
+    with progress(total=members * epochs * steps, desc="training the judge", unit="step") as bar:
+        for member_seed in range(seed, seed + members):
+            rng = random.Random(member_seed)
+            torch.manual_seed(member_seed)
+            net = JudgeNet(len(classes))
+            optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
+            schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps)
+            for _ in range(epochs):
+                net.train()
+                for _ in range(steps):
+                    picks = [rng.choice(by_class[rng.choice(classes)]) for _ in range(batch_size)]  # balanced
+                    views = [augment(images[i], size, rng) for i in picks]
+                    for k, i in enumerate(picks):
+                        if art and items[i].label == PHOTO_CLASS and rng.random() < cross_fades:
+                            views[k] = _cross_faded(views[k], augment(images[rng.choice(art)], size, rng), rng)
+                    x = _batch(views)
+                    y = torch.tensor([classes.index(items[i].label) for i in picks])
+                    loss = F.cross_entropy(net(x), y, label_smoothing=0.05)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    schedule.step()
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+            nets.append(net)
+            if members > 1:
+                member_accuracy.append(validation_report(Judge([net], classes, size), val_images, val_items)
+                                       ["balanced_accuracy"])
+    judge = Judge(nets, classes, size)
+    report = validation_report(judge, val_images, val_items)
     judge.info = {
         "trained_on": {c: len(idx) for c, idx in by_class.items()},
         "validated_on": {c: sum(items[i].label == c for i in val_idx) for c in classes},
         "recipe": {"size": size, "epochs": epochs, "steps_per_epoch": steps, "batch_size": batch_size, "lr": lr,
-                   "seed": seed, "cross_fades": cross_fades if art else 0.0},
+                   "seed": seed, "members": members, "cross_fades": cross_fades if art else 0.0},
         "training_seconds": round(time.time() - started, 1),
         "skipped": skipped,
         "validation": report,
     }
+    if members > 1:
+        judge.info["member_balanced_accuracy"] = member_accuracy
     return judge, report
