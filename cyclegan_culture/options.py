@@ -236,6 +236,9 @@ def build_train_parser(prog: str = "cyclegan-culture train") -> argparse.Argumen
     t.add_argument("--lambda_tone", type=float, default=0.0, help="weight of the tone loss: the translation keeps "
                    "which parts of its source are lighter than which (grey, at quarter size, standardised), colour "
                    "and contrast left free; unlike the edge loss it forbids inverted tones (0: off)")
+    t.add_argument("--lambda_inkwash", type=float, default=0.0, help="weight of the ink-wash discriminator (the "
+                   "idea of ChipGAN): a third discriminator sees the target culture's paintings and the translations "
+                   "grey and blurred, so that only how the ink spreads and grades is judged (0: off)")
     t.add_argument("--eval_freq", type=int, default=0, help="every this many epochs, measure content SSIM, style "
                    "score and cycle PSNR on a fixed subset of photos (0: never)")
     t.add_argument("--early_stop_patience", type=int, default=0, help="stop when --early_stop_metric has not "
@@ -414,6 +417,8 @@ def validate_train(opt: argparse.Namespace) -> None:
     one_way = "BtoA" not in MODELS[opt.model].GENERATORS
     if one_way and opt.gan_mode == "wgangp":
         raise UserError(f"--model {opt.model} trains with lsgan, vanilla or hinge; --gan_mode wgangp is CycleGAN's only")
+    if one_way and opt.lambda_inkwash:
+        raise UserError(f"--lambda_inkwash: --model {opt.model} has no ink-wash discriminator; it is CycleGAN's only")
     if one_way and opt.early_stop_metric == "cycle_psnr":
         raise UserError(f"--early_stop_metric cycle_psnr: --model {opt.model} has no way back (no cycle); use "
                         "style_score, content_ssim or judge_score")
@@ -435,8 +440,9 @@ def validate_train(opt: argparse.Namespace) -> None:
         raise UserError(f"--lr must be positive, got {opt.lr}")
     if opt.lambda_A < 0 or opt.lambda_B < 0 or opt.lambda_identity < 0:
         raise UserError("--lambda_A, --lambda_B and --lambda_identity must be 0 or more")
-    if opt.lambda_edge < 0 or opt.lambda_tone < 0 or not 0 <= opt.ema_decay < 1:
-        raise UserError("--lambda_edge and --lambda_tone must be 0 or more and --ema_decay in [0, 1), e.g. 0.999")
+    if min(opt.lambda_edge, opt.lambda_tone, opt.lambda_inkwash) < 0 or not 0 <= opt.ema_decay < 1:
+        raise UserError("--lambda_edge, --lambda_tone and --lambda_inkwash must be 0 or more and --ema_decay in "
+                        "[0, 1), e.g. 0.999")
     try:
         parse_policy(opt.diffaugment)
     except ValueError as exc:

@@ -16,7 +16,7 @@ from cyclegan_culture.eval import floors
 from cyclegan_culture.eval.judge import gather, load_judge, source_of, train_judge
 from cyclegan_culture.eval.judge_score import pair_by_name, score
 from cyclegan_culture.models.diffaugment import cutout, diff_augment, parse_policy, translation
-from cyclegan_culture.models.losses import edge_loss, edge_map, tone_loss, tone_map
+from cyclegan_culture.models.losses import edge_loss, edge_map, ink_wash_view, tone_loss, tone_map
 from cyclegan_culture.runs import folder
 from tests.test_train_resume import make_trainer, stop_at
 
@@ -87,8 +87,41 @@ def test_the_tone_loss_is_trained_and_logged_when_weighted(tiny_dataset, tmp_pat
     run = make_trainer(tiny_dataset, tmp_path / "ck", "--lambda_tone", "2", hooks=[stop_at(2)]).run()
     logged = (run.run_dir / "loss_log.txt").read_text()
     assert "tone_A" in logged and "tone_B" in logged
-    with pytest.raises(UserError, match="--lambda_edge and --lambda_tone"):
+    with pytest.raises(UserError, match="--lambda_edge, --lambda_tone and --lambda_inkwash"):
         make_trainer(tiny_dataset, tmp_path / "ck2", "--lambda_tone", "-1")
+
+
+# --- the ink-wash discriminator ----------------------------------------------------------------------------------
+def test_the_ink_wash_view_keeps_the_wash_and_drops_colour_and_fine_strokes():
+    layout = torch.full((1, 3, 64, 64), -0.6)
+    layout[..., :, 32:] = 0.6  # a dark left half, a light right half
+    strokes = torch.zeros(1, 3, 64, 64)
+    strokes[..., ::2, :] = 0.8  # one-pixel lines, a fine grid such as a checkerboard artefact
+    tint = torch.tensor([0.4, 0.0, -0.4]).view(1, 3, 1, 1)  # red vs blue: the same grey
+    view = ink_wash_view(layout)
+    assert view.shape == (1, 1, 64, 64)
+    assert view[..., 10].mean() < -0.5 and view[..., 54].mean() > 0.5  # the layout kept
+    assert ink_wash_view(strokes).std() < 0.05 * strokes.mean(dim=1).std()  # fine strokes blurred away
+    assert torch.allclose(ink_wash_view(layout + tint), ink_wash_view(layout - tint), atol=1e-6)
+
+
+def test_the_ink_wash_discriminator_is_trained_saved_logged_and_fixed_on_resume(tiny_dataset, tmp_path):
+    run = make_trainer(tiny_dataset, tmp_path / "ck", "--lambda_inkwash", "1", hooks=[stop_at(2)]).run()
+    logged = (run.run_dir / "loss_log.txt").read_text()
+    assert "D_ink" in logged and "G_ink" in logged
+    critic = torch.load(run.run_dir / "latest_net_D_ink.pth", weights_only=True)
+    first = next(v for k, v in critic.items() if k.endswith("weight"))
+    assert first.shape[1] == 1  # it sees grey images
+    resumed = make_trainer(tiny_dataset, tmp_path / "ck", "--lambda_inkwash", "1", "--continue_train").run()
+    assert not resumed.interrupted  # the training state carries it
+    with pytest.raises(UserError, match="--lambda_inkwash 0"):
+        make_trainer(tiny_dataset, tmp_path / "ck", "--lambda_inkwash", "0", "--continue_train")
+    plain = make_trainer(tiny_dataset, tmp_path / "ck2", hooks=[stop_at(1)]).run()
+    assert not (plain.run_dir / "latest_net_D_ink.pth").exists()
+    with pytest.raises(UserError, match="--lambda_inkwash must"):
+        make_trainer(tiny_dataset, tmp_path / "ck3", "--lambda_inkwash", "-1")
+    with pytest.raises(UserError, match="CycleGAN's only"):
+        make_trainer(tiny_dataset, tmp_path / "ck4", "--lambda_inkwash", "1", "--model", "cut")
 
 
 # --- averaged generators -----------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ class ModelConfig(_Record):
     ema_decay: float = 0.0  # > 0: inference uses an exponential moving average of each generator's weights
     lambda_edge: float = 0.0  # weight of the loss that keeps the input's main edges in the translation
     lambda_tone: float = 0.0  # weight of the loss that keeps the input's light-and-dark layout (losses.tone_loss)
+    lambda_inkwash: float = 0.0  # weight of the adversarial term of a discriminator on blurred grey images (ink wash)
     direction: str = "AtoB"
     seed: int = 0  # the replay buffers' random choices
 

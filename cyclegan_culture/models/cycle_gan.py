@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -18,11 +18,12 @@ from cyclegan_culture.models import networks
 from cyclegan_culture.models.base import TranslationModel, make_optimizer
 from cyclegan_culture.models.config import ModelConfig, TrainSchedule
 from cyclegan_culture.models.image_pool import ImagePool
-from cyclegan_culture.models.losses import GANLoss, edge_loss, gradient_penalty, tone_loss
+from cyclegan_culture.models.losses import GANLoss, edge_loss, gradient_penalty, ink_wash_view, tone_loss
 
 LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
 EDGE_LOSS_NAMES = ("edge_A", "edge_B")
 TONE_LOSS_NAMES = ("tone_A", "tone_B")
+INK_WASH_LOSS_NAMES = ("D_ink", "G_ink")
 VISUAL_NAMES = ("real_A", "fake_B", "rec_A", "idt_B", "real_B", "fake_A", "rec_B", "idt_A")
 
 
@@ -61,7 +62,8 @@ class CycleGANModel(TranslationModel):
         self.G_A, self.G_B = (plan.apply(net) for net in build_generators(config))
         self.nets.update(G_A=self.G_A, G_B=self.G_B)
         self.loss_names = (LOSS_NAMES + (EDGE_LOSS_NAMES if config.lambda_edge > 0 else ())
-                           + (TONE_LOSS_NAMES if config.lambda_tone > 0 else ()))
+                           + (TONE_LOSS_NAMES if config.lambda_tone > 0 else ())
+                + (INK_WASH_LOSS_NAMES if config.lambda_inkwash > 0 else ()))
         if not self.is_train:
             for net in self.nets.values():
                 net.eval()
@@ -71,6 +73,11 @@ class CycleGANModel(TranslationModel):
         self.D_B = plan.apply(networks.define_D(config.input_nc, config.ndf, config.netD, config.n_layers_D, config.norm,
                                                 config.init_type, config.init_gain))
         self.nets.update(D_A=self.D_A, D_B=self.D_B)
+        if config.lambda_inkwash > 0:  # judges B's side only: the culture's paintings and G_A's translations
+            self.D_ink = plan.apply(networks.define_D(1, config.ndf, config.netD, config.n_layers_D, config.norm,
+                                                      config.init_type, config.init_gain))
+            self.nets["D_ink"] = self.D_ink
+            self.CRITICS = (*self.CRITICS, "D_ink")
         # One RNG for both replay buffers, so the training state can save and restore it.
         self.fake_A_pool = ImagePool(config.pool_size, self.pool_rng)
         self.fake_B_pool = ImagePool(config.pool_size, self.pool_rng)
@@ -79,8 +86,8 @@ class CycleGANModel(TranslationModel):
         self.criterionIdt = nn.L1Loss()
         self.optimizer_G = make_optimizer(itertools.chain(self.G_A.parameters(), self.G_B.parameters()), schedule,
                                           device)
-        self.optimizer_D = make_optimizer(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), schedule,
-                                          device)
+        self.optimizer_D = make_optimizer(itertools.chain(*(self.nets[name].parameters() for name in self.CRITICS)),
+                                          schedule, device)
         self._finish_training_setup([self.optimizer_G, self.optimizer_D])
 
     # --- the model contract -------------------------------------------------------------------------------
@@ -113,7 +120,7 @@ class CycleGANModel(TranslationModel):
 
         Each half runs in one autocast region, so each weight is cast to low precision once per half.
         """
-        D_nets = (self.D_A, self.D_B)
+        D_nets = tuple(self.nets[name] for name in self.CRITICS)
         self._set_requires_grad(D_nets, False)
         with self._autocast():
             self.forward()
@@ -128,10 +135,15 @@ class CycleGANModel(TranslationModel):
 
         self._set_requires_grad(D_nets, True)
         with self._autocast():
-            self.loss_D_A = self._discriminator_loss("D_A", self.real_B, self.fake_B_pool.query(self.fake_B))
+            pooled_fake_B = self.fake_B_pool.query(self.fake_B)
+            self.loss_D_A = self._discriminator_loss("D_A", self.real_B, pooled_fake_B)
             self.loss_D_B = self._discriminator_loss("D_B", self.real_A, self.fake_A_pool.query(self.fake_A))
+            loss_D = self.loss_D_A + self.loss_D_B
+            if self.config.lambda_inkwash > 0:
+                self.loss_D_ink = self._discriminator_loss("D_ink", self.real_B, pooled_fake_B, ink_wash_view)
+                loss_D = loss_D + self.loss_D_ink
         self.optimizer_D.zero_grad(set_to_none=True)
-        self.scaler.scale(self.loss_D_A + self.loss_D_B).backward()
+        self.scaler.scale(loss_D).backward()
         self.scaler.step(self.optimizer_D)
         self.optimizer_D.zero_grad(set_to_none=True)
         self.scaler.update()
@@ -161,13 +173,22 @@ class CycleGANModel(TranslationModel):
             self.loss_tone_A = tone_loss(self.fake_B.float(), self.real_A) * cfg.lambda_tone
             self.loss_tone_B = tone_loss(self.fake_A.float(), self.real_B) * cfg.lambda_tone
             loss = loss + self.loss_tone_A + self.loss_tone_B
+        if cfg.lambda_inkwash > 0:
+            wash = ink_wash_view(self._critic_input(self.fake_B))
+            self.loss_G_ink = self.criterionGAN(self.critic_run["D_ink"](wash), True,
+                                                for_discriminator=False) * cfg.lambda_inkwash
+            loss = loss + self.loss_G_ink
         return loss
 
-    def _discriminator_loss(self, name: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """(loss on real + loss on fake) / 2; real and fake run as one batch unless batch norm would mix them."""
+    def _discriminator_loss(self, name: str, real: torch.Tensor, fake: torch.Tensor,
+                            view: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """(loss on real + loss on fake) / 2; real and fake run as one batch unless batch norm would mix them.
+        ``view``: what the discriminator sees of each (augmented) image, e.g. its ink wash."""
         netD = self.run[name]
         fake = fake.detach()
         real, fake = self._critic_input(real), self._critic_input(fake)
+        if view is not None:
+            real, fake = view(real), view(fake)
         if self.config.norm != "batch":
             pred_real, pred_fake = netD(torch.cat([real, fake])).split([real.shape[0], fake.shape[0]])
         else:

@@ -84,3 +84,18 @@ def edge_loss(translated: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     """L1 between the edge maps of a translation and its source: the photo's main edges kept as strokes (the
     idea of ChipGAN's brush-stroke loss, without its pretrained edge detector)."""
     return torch.nn.functional.l1_loss(edge_map(translated), edge_map(source))
+
+
+def ink_wash_view(x: torch.Tensor) -> torch.Tensor:
+    """What ChipGAN's ink-wash discriminator sees (Xue et al., 2018, for the idea): the grey image under a
+    Gaussian blur of a fortieth of its width (3.2 px at 128 px), so that a discriminator judges only how the ink
+    spreads and grades (the wash), not the colour or the strokes, which the main discriminator judges."""
+    grey = x.mean(dim=1, keepdim=True)
+    sigma = max(grey.shape[-1] / 40.0, 0.5)
+    radius = min(int(2 * sigma + 0.5), (min(grey.shape[-2:]) - 1))
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-offsets.pow(2) / (2 * sigma * sigma))
+    kernel = kernel / kernel.sum()
+    padded = torch.nn.functional.pad(grey, [radius, radius, radius, radius], mode="reflect")
+    blurred = torch.nn.functional.conv2d(padded, kernel.view(1, 1, 1, -1))
+    return torch.nn.functional.conv2d(blurred, kernel.view(1, 1, -1, 1))
