@@ -184,14 +184,16 @@ def test_a_cultures_preset_weights_apply_under_the_flags_the_user_typed(tmp_path
     from cyclegan_culture import options
     from cyclegan_culture.data.cultures import preset_weights
 
-    record = {"name": "Ukiyo-e", "presets": {"cpu_long": {"lambda_identity": 0, "lambda_tone": 0.5, "lambda_A": 5}}}
+    record = {"name": "Ukiyo-e", "presets": {"cpu_long": {"lambda_identity": 0, "lambda_tone": 0.5, "lambda_A": 5},
+                                             "cpu": {"lambda_inkwash": 1}}}
     (tmp_path / "culture.json").write_text(json.dumps(record), encoding="utf-8")
     parser = options.build_train_parser()
     opt = options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long", "--lambda_tone", "0.7"])
     assert (opt.lambda_identity, opt.lambda_edge, opt.lambda_tone) == (0.0, 0.5, 0.7)  # edge: the preset's own
     assert (opt.lambda_A, opt.lambda_B) == (5.0, 10.0)  # a cycle weight too; B keeps the default
     assert "sets --lambda_identity 0 --lambda_A 5 for this culture" in capsys.readouterr().out
-    assert options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu"]).lambda_tone == 0.0  # not cpu's
+    cpu = options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu"])
+    assert (cpu.lambda_tone, cpu.lambda_inkwash) == (0.0, 1.0)  # cpu's own, not cpu_long's
     assert options.parse(parser, ["--dataroot", str(tmp_path)]).lambda_identity == 0.5  # no preset, no change
     assert preset_weights(tmp_path / "nothing", "cpu_long") == {}
     for bad in ({"cpu_long": {"lr": 1}}, {"cpu_long": {"lambda_tone": -1}}, {"cpu_long": 3}, [1]):
