@@ -35,7 +35,8 @@ FIXED: dict[str, str] = {
     "optimizer": "the optimizer's state was built for it", "beta1": "the optimizer's state was built for it",
     "weight_decay": "the optimizer's state was built for it", "lr_policy": "the schedule's state was built for it",
     "pool_size": "the replay buffers were built for it", "ema_decay": "the averaged generators were built for it",
-    "lambda_inkwash": "the ink-wash discriminator is built or not for it", "preset": "the run's flags come from its training state",
+    "lambda_inkwash": "the ink-wash discriminator is built or not for it",
+    "preset": "the run's flags come from its training state",
 }
 SCHEDULE = ("n_epochs", "n_epochs_decay", "lr", "lr_decay_iters")
 # Never taken from the run: where it is, how this invocation started, and this machine's devices.

@@ -63,7 +63,7 @@ class CycleGANModel(TranslationModel):
         self.nets.update(G_A=self.G_A, G_B=self.G_B)
         self.loss_names = (LOSS_NAMES + (EDGE_LOSS_NAMES if config.lambda_edge > 0 else ())
                            + (TONE_LOSS_NAMES if config.lambda_tone > 0 else ())
-                + (INK_WASH_LOSS_NAMES if config.lambda_inkwash > 0 else ()))
+                           + (INK_WASH_LOSS_NAMES if config.lambda_inkwash > 0 else ()))
         if not self.is_train:
             for net in self.nets.values():
                 net.eval()
