@@ -23,6 +23,7 @@ from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_write_text
 from cyclegan_culture.models.config import ModelConfig
 from cyclegan_culture.models.diffaugment import parse_policy
+from cyclegan_culture.models.losses import VIEW_CRITICS
 from cyclegan_culture.models.registry import MODELS
 
 
@@ -239,6 +240,12 @@ def build_train_parser(prog: str = "cyclegan-culture train") -> argparse.Argumen
     t.add_argument("--lambda_inkwash", type=float, default=0.0, help="weight of the ink-wash discriminator (the "
                    "idea of ChipGAN): a third discriminator sees the target culture's paintings and the translations "
                    "grey and blurred, so that only how the ink spreads and grades is judged (0: off)")
+    t.add_argument("--lambda_contour", type=float, default=0.0, help="weight of the contour discriminator (for "
+                   "ukiyo-e): another discriminator sees only the edge maps of the target culture's paintings and of "
+                   "the translations, so that thin strong outlines around flat areas are judged on their own (0: off)")
+    t.add_argument("--lambda_strokes", type=float, default=0.0, help="weight of the stroke discriminator (for "
+                   "impressionism): another discriminator sees only the fine colour detail (the image minus its "
+                   "blur), so that the texture of broken brush strokes is judged on its own (0: off)")
     t.add_argument("--eval_freq", type=int, default=0, help="every this many epochs, measure content SSIM, style "
                    "score and cycle PSNR on a fixed subset of photos (0: never)")
     t.add_argument("--early_stop_patience", type=int, default=0, help="stop when --early_stop_metric has not "
@@ -417,8 +424,10 @@ def validate_train(opt: argparse.Namespace) -> None:
     one_way = "BtoA" not in MODELS[opt.model].GENERATORS
     if one_way and opt.gan_mode == "wgangp":
         raise UserError(f"--model {opt.model} trains with lsgan, vanilla or hinge; --gan_mode wgangp is CycleGAN's only")
-    if one_way and opt.lambda_inkwash:
-        raise UserError(f"--lambda_inkwash: --model {opt.model} has no ink-wash discriminator; it is CycleGAN's only")
+    for critic in VIEW_CRITICS:
+        if one_way and getattr(opt, critic.weight):
+            raise UserError(f"--{critic.weight}: --model {opt.model} has no discriminator for {critic.trait}; it is "
+                            "CycleGAN's only")
     if one_way and opt.early_stop_metric == "cycle_psnr":
         raise UserError(f"--early_stop_metric cycle_psnr: --model {opt.model} has no way back (no cycle); use "
                         "style_score, content_ssim or judge_score")
@@ -440,9 +449,11 @@ def validate_train(opt: argparse.Namespace) -> None:
         raise UserError(f"--lr must be positive, got {opt.lr}")
     if opt.lambda_A < 0 or opt.lambda_B < 0 or opt.lambda_identity < 0:
         raise UserError("--lambda_A, --lambda_B and --lambda_identity must be 0 or more")
-    if min(opt.lambda_edge, opt.lambda_tone, opt.lambda_inkwash) < 0 or not 0 <= opt.ema_decay < 1:
-        raise UserError("--lambda_edge, --lambda_tone and --lambda_inkwash must be 0 or more and --ema_decay in "
-                        "[0, 1), e.g. 0.999")
+    for flag in ("lambda_edge", "lambda_tone", *(critic.weight for critic in VIEW_CRITICS)):
+        if getattr(opt, flag) < 0:
+            raise UserError(f"--{flag} must be 0 or more (0: off), got {getattr(opt, flag)}")
+    if not 0 <= opt.ema_decay < 1:
+        raise UserError(f"--ema_decay must be in [0, 1), e.g. 0.999, got {opt.ema_decay}")
     try:
         parse_policy(opt.diffaugment)
     except ValueError as exc:

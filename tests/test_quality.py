@@ -16,7 +16,8 @@ from cyclegan_culture.eval import floors
 from cyclegan_culture.eval.judge import gather, load_judge, source_of, train_judge
 from cyclegan_culture.eval.judge_score import pair_by_name, score
 from cyclegan_culture.models.diffaugment import cutout, diff_augment, parse_policy, translation
-from cyclegan_culture.models.losses import edge_loss, edge_map, ink_wash_view, tone_loss, tone_map
+from cyclegan_culture.models.losses import (contour_view, edge_loss, edge_map, ink_wash_view, stroke_view, tone_loss,
+                                            tone_map)
 from cyclegan_culture.runs import folder
 from tests.test_train_resume import make_trainer, stop_at
 
@@ -87,7 +88,7 @@ def test_the_tone_loss_is_trained_and_logged_when_weighted(tiny_dataset, tmp_pat
     run = make_trainer(tiny_dataset, tmp_path / "ck", "--lambda_tone", "2", hooks=[stop_at(2)]).run()
     logged = (run.run_dir / "loss_log.txt").read_text()
     assert "tone_A" in logged and "tone_B" in logged
-    with pytest.raises(UserError, match="--lambda_edge, --lambda_tone and --lambda_inkwash"):
+    with pytest.raises(UserError, match="--lambda_tone must be 0 or more"):
         make_trainer(tiny_dataset, tmp_path / "ck2", "--lambda_tone", "-1")
 
 
@@ -122,6 +123,45 @@ def test_the_ink_wash_discriminator_is_trained_saved_logged_and_fixed_on_resume(
         make_trainer(tiny_dataset, tmp_path / "ck3", "--lambda_inkwash", "-1")
     with pytest.raises(UserError, match="CycleGAN's only"):
         make_trainer(tiny_dataset, tmp_path / "ck4", "--lambda_inkwash", "1", "--model", "cut")
+
+
+def test_the_contour_view_shows_thin_outlines_and_flat_areas_and_ignores_colour_and_contrast():
+    print_like = torch.full((1, 3, 64, 64), 0.5)
+    print_like[..., 31:33, :] = -0.8  # one dark key-block line across flat colour
+    photo_like = torch.linspace(-1, 1, 64).view(1, 1, 1, 64).expand(1, 3, 64, 64).clone()
+    photo_like = photo_like + 0.2 * torch.sin(torch.arange(64.0) * 1.7).view(1, 1, 64, 1)  # soft texture everywhere
+    view = contour_view(print_like)
+    assert view.shape == (1, 1, 64, 64) and view.min() >= -1 and view.max() < 1
+    assert view[..., 10, :].max() <= -0.99 and view[..., 31, :].mean() > 0.5  # flat stays flat, the line stands out
+    assert (contour_view(photo_like) > -0.9).float().mean() > 0.9  # a photo's edges are everywhere
+    tint = torch.tensor([0.2, 0.0, -0.2]).view(1, 3, 1, 1)
+    assert torch.allclose(contour_view(print_like + tint), view, atol=1e-5)  # colour is the main critic's
+    assert torch.allclose(contour_view(0.5 * print_like), view, atol=1e-2)  # contrast left free
+
+
+def test_the_stroke_view_keeps_fine_colour_texture_and_drops_the_layout():
+    layout = torch.full((1, 3, 64, 64), -0.6)
+    layout[..., :, 32:] = 0.6
+    dabs = torch.zeros(1, 3, 64, 64)
+    dabs[:, 0, ::3, ::3] = 0.5  # small dabs of one colour
+    assert stroke_view(layout)[..., 4:28].abs().max() < 1e-4  # broad areas vanish, only the boundary remains
+    texture = stroke_view(layout + dabs) - stroke_view(layout)
+    assert texture[:, 0].abs().mean() > 10 * texture[:, 1].abs().mean()  # the dabs kept, in their colour
+    assert stroke_view(layout).shape == (1, 3, 64, 64) and stroke_view(layout + 5 * dabs).abs().max() < 1
+
+
+@pytest.mark.parametrize("flag, critic", [("--lambda_contour", "D_line"), ("--lambda_strokes", "D_stroke")])
+def test_each_culture_critic_is_trained_saved_and_fixed_on_resume(tiny_dataset, tmp_path, flag, critic):
+    run = make_trainer(tiny_dataset, tmp_path / "ck", flag, "0.5", hooks=[stop_at(2)]).run()
+    logged = (run.run_dir / "loss_log.txt").read_text()
+    assert f"{critic}:" in logged and f"G_{critic[2:]}:" in logged
+    assert (run.run_dir / f"latest_net_{critic}.pth").exists()
+    with pytest.raises(UserError, match=f"{flag} 0"):
+        make_trainer(tiny_dataset, tmp_path / "ck", flag, "0", "--continue_train")
+    with pytest.raises(UserError, match=f"{flag} must be 0 or more"):
+        make_trainer(tiny_dataset, tmp_path / "ck3", flag, "-1")
+    with pytest.raises(UserError, match="CycleGAN's only"):
+        make_trainer(tiny_dataset, tmp_path / "ck4", flag, "1", "--model", "cut")
 
 
 # --- averaged generators -----------------------------------------------------------------------------------------

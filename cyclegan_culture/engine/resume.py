@@ -21,6 +21,7 @@ from typing import Any
 
 
 from cyclegan_culture.errors import UserError
+from cyclegan_culture.models.losses import VIEW_CRITICS
 from cyclegan_culture.options import MODEL_FLAGS
 from cyclegan_culture.progress import say
 from cyclegan_culture.runs import checkpoint
@@ -35,7 +36,7 @@ FIXED: dict[str, str] = {
     "optimizer": "the optimizer's state was built for it", "beta1": "the optimizer's state was built for it",
     "weight_decay": "the optimizer's state was built for it", "lr_policy": "the schedule's state was built for it",
     "pool_size": "the replay buffers were built for it", "ema_decay": "the averaged generators were built for it",
-    "lambda_inkwash": "the ink-wash discriminator is built or not for it",
+    **{critic.weight: f"the discriminator for {critic.trait} is built or not for it" for critic in VIEW_CRITICS},
     "preset": "the run's flags come from its training state",
 }
 SCHEDULE = ("n_epochs", "n_epochs_decay", "lr", "lr_decay_iters")

@@ -18,12 +18,11 @@ from cyclegan_culture.models import networks
 from cyclegan_culture.models.base import TranslationModel, make_optimizer
 from cyclegan_culture.models.config import ModelConfig, TrainSchedule
 from cyclegan_culture.models.image_pool import ImagePool
-from cyclegan_culture.models.losses import GANLoss, edge_loss, gradient_penalty, ink_wash_view, tone_loss
+from cyclegan_culture.models.losses import VIEW_CRITICS, GANLoss, edge_loss, gradient_penalty, tone_loss
 
 LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
 EDGE_LOSS_NAMES = ("edge_A", "edge_B")
 TONE_LOSS_NAMES = ("tone_A", "tone_B")
-INK_WASH_LOSS_NAMES = ("D_ink", "G_ink")
 VISUAL_NAMES = ("real_A", "fake_B", "rec_A", "idt_B", "real_B", "fake_A", "rec_B", "idt_A")
 
 
@@ -61,9 +60,12 @@ class CycleGANModel(TranslationModel):
         super().__init__(config, device, plan, schedule)
         self.G_A, self.G_B = (plan.apply(net) for net in build_generators(config))
         self.nets.update(G_A=self.G_A, G_B=self.G_B)
+        # the culture-aware discriminators that this configuration weights (ink wash, contours, strokes)
+        self.view_critics = tuple(critic for critic in VIEW_CRITICS if getattr(config, critic.weight) > 0)
         self.loss_names = (LOSS_NAMES + (EDGE_LOSS_NAMES if config.lambda_edge > 0 else ())
                            + (TONE_LOSS_NAMES if config.lambda_tone > 0 else ())
-                           + (INK_WASH_LOSS_NAMES if config.lambda_inkwash > 0 else ()))
+                           + tuple(name for critic in self.view_critics
+                                   for name in (critic.name, critic.generator_loss_name)))
         if not self.is_train:
             for net in self.nets.values():
                 net.eval()
@@ -73,11 +75,11 @@ class CycleGANModel(TranslationModel):
         self.D_B = plan.apply(networks.define_D(config.input_nc, config.ndf, config.netD, config.n_layers_D, config.norm,
                                                 config.init_type, config.init_gain))
         self.nets.update(D_A=self.D_A, D_B=self.D_B)
-        if config.lambda_inkwash > 0:  # judges B's side only: the culture's paintings and G_A's translations
-            self.D_ink = plan.apply(networks.define_D(1, config.ndf, config.netD, config.n_layers_D, config.norm,
-                                                      config.init_type, config.init_gain))
-            self.nets["D_ink"] = self.D_ink
-            self.CRITICS = (*self.CRITICS, "D_ink")
+        for critic in self.view_critics:  # each judges B's side only: the culture's paintings, G_A's translations
+            self.nets[critic.name] = plan.apply(networks.define_D(critic.channels, config.ndf, config.netD,
+                                                                  config.n_layers_D, config.norm, config.init_type,
+                                                                  config.init_gain))
+            self.CRITICS = (*self.CRITICS, critic.name)
         # One RNG for both replay buffers, so the training state can save and restore it.
         self.fake_A_pool = ImagePool(config.pool_size, self.pool_rng)
         self.fake_B_pool = ImagePool(config.pool_size, self.pool_rng)
@@ -139,9 +141,10 @@ class CycleGANModel(TranslationModel):
             self.loss_D_A = self._discriminator_loss("D_A", self.real_B, pooled_fake_B)
             self.loss_D_B = self._discriminator_loss("D_B", self.real_A, self.fake_A_pool.query(self.fake_A))
             loss_D = self.loss_D_A + self.loss_D_B
-            if self.config.lambda_inkwash > 0:
-                self.loss_D_ink = self._discriminator_loss("D_ink", self.real_B, pooled_fake_B, ink_wash_view)
-                loss_D = loss_D + self.loss_D_ink
+            for critic in self.view_critics:
+                loss = self._discriminator_loss(critic.name, self.real_B, pooled_fake_B, critic.view)
+                setattr(self, "loss_" + critic.name, loss)
+                loss_D = loss_D + loss
         self.optimizer_D.zero_grad(set_to_none=True)
         self.scaler.scale(loss_D).backward()
         self.scaler.step(self.optimizer_D)
@@ -173,17 +176,18 @@ class CycleGANModel(TranslationModel):
             self.loss_tone_A = tone_loss(self.fake_B.float(), self.real_A) * cfg.lambda_tone
             self.loss_tone_B = tone_loss(self.fake_A.float(), self.real_B) * cfg.lambda_tone
             loss = loss + self.loss_tone_A + self.loss_tone_B
-        if cfg.lambda_inkwash > 0:
-            wash = ink_wash_view(self._critic_input(self.fake_B))
-            self.loss_G_ink = self.criterionGAN(self.critic_run["D_ink"](wash), True,
-                                                for_discriminator=False) * cfg.lambda_inkwash
-            loss = loss + self.loss_G_ink
+        for critic in self.view_critics:
+            seen = critic.view(self._critic_input(self.fake_B))
+            term = self.criterionGAN(self.critic_run[critic.name](seen), True, for_discriminator=False)
+            term = term * getattr(cfg, critic.weight)
+            setattr(self, "loss_" + critic.generator_loss_name, term)
+            loss = loss + term
         return loss
 
     def _discriminator_loss(self, name: str, real: torch.Tensor, fake: torch.Tensor,
                             view: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """(loss on real + loss on fake) / 2; real and fake run as one batch unless batch norm would mix them.
-        ``view``: what the discriminator sees of each (augmented) image, e.g. its ink wash."""
+        ``view``: what the discriminator sees of each (augmented) image, e.g. its ink wash (``VIEW_CRITICS``)."""
         netD = self.run[name]
         fake = fake.detach()
         real, fake = self._critic_input(real), self._critic_input(fake)

@@ -1,6 +1,10 @@
-"""GAN objectives: lsgan (the CycleGAN default), vanilla, wgangp (with gradient penalty) and hinge."""
+"""GAN objectives (lsgan, the CycleGAN default; vanilla, wgangp with gradient penalty, hinge), the culture-aware
+losses (edge, tone) and the views that the culture-aware discriminators see (``VIEW_CRITICS``)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -86,16 +90,63 @@ def edge_loss(translated: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.l1_loss(edge_map(translated), edge_map(source))
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Each channel under a separable Gaussian blur of ``sigma`` pixels, borders reflected."""
+    radius = min(int(2 * sigma + 0.5), (min(x.shape[-2:]) - 1))
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-offsets.pow(2) / (2 * sigma * sigma))
+    kernel = (kernel / kernel.sum()).expand(x.shape[1], 1, -1)
+    padded = torch.nn.functional.pad(x, [radius, radius, radius, radius], mode="reflect")
+    blurred = torch.nn.functional.conv2d(padded, kernel.unsqueeze(2), groups=x.shape[1])
+    return torch.nn.functional.conv2d(blurred, kernel.unsqueeze(3), groups=x.shape[1])
+
+
 def ink_wash_view(x: torch.Tensor) -> torch.Tensor:
     """What ChipGAN's ink-wash discriminator sees (Xue et al., 2018, for the idea): the grey image under a
     Gaussian blur of a fortieth of its width (3.2 px at 128 px), so that a discriminator judges only how the ink
     spreads and grades (the wash), not the colour or the strokes, which the main discriminator judges."""
+    return gaussian_blur(x.mean(dim=1, keepdim=True), max(x.shape[-1] / 40.0, 0.5))
+
+
+def contour_view(x: torch.Tensor) -> torch.Tensor:
+    """Where the lines are, and how flat the areas between them: the Sobel magnitude of the grey image at full
+    resolution, divided by its mean (so contrast is left free), squashed into [-1, 1). A woodblock print's
+    key-block outlines are thin, strong and sparse, flat colour between them; a photo's edges are many, soft and
+    everywhere. Colour is left to the main discriminator."""
     grey = x.mean(dim=1, keepdim=True)
-    sigma = max(grey.shape[-1] / 40.0, 0.5)
-    radius = min(int(2 * sigma + 0.5), (min(grey.shape[-2:]) - 1))
-    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    kernel = torch.exp(-offsets.pow(2) / (2 * sigma * sigma))
-    kernel = kernel / kernel.sum()
-    padded = torch.nn.functional.pad(grey, [radius, radius, radius, radius], mode="reflect")
-    blurred = torch.nn.functional.conv2d(padded, kernel.view(1, 1, 1, -1))
-    return torch.nn.functional.conv2d(blurred, kernel.view(1, 1, -1, 1))
+    kernel = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], device=x.device, dtype=x.dtype)
+    weights = torch.stack([kernel, kernel.t()]).unsqueeze(1)
+    grad = torch.nn.functional.conv2d(torch.nn.functional.pad(grey, [1, 1, 1, 1], mode="replicate"), weights)
+    magnitude = (grad.pow(2).sum(dim=1, keepdim=True) + 1e-6).sqrt()
+    relative = magnitude / (magnitude.mean(dim=(2, 3), keepdim=True) + 1e-3)
+    return 2 * torch.tanh(relative / 4) - 1
+
+
+def stroke_view(x: torch.Tensor) -> torch.Tensor:
+    """The paint's texture without the picture: the colour image minus its Gaussian blur of a sixty-fourth of its
+    width (2 px at 128 px), amplified and squashed into (-1, 1). Impressionist broken strokes are small dabs of
+    unmixed colour everywhere; a photo's fine detail sits at its edges, smooth between them."""
+    detail = x - gaussian_blur(x, max(x.shape[-1] / 64.0, 0.5))
+    return torch.tanh(4 * detail)
+
+
+@dataclass(frozen=True)
+class ViewCritic:
+    """An extra discriminator that sees one view of the target culture's paintings and of the translations into
+    it, so that one trait of the culture is judged on its own (the main discriminator judges all at once)."""
+    name: str  # its network's name (files *_net_<name>.pth); its losses are logged as <name> and G_<name[2:]>
+    weight: str  # the ModelConfig field (and training flag) that weights it; 0 leaves it out
+    view: Callable[[torch.Tensor], torch.Tensor]
+    channels: int  # of the view
+    trait: str  # what it judges, for help and errors
+
+    @property
+    def generator_loss_name(self) -> str:
+        return "G_" + self.name[2:]
+
+
+VIEW_CRITICS = (
+    ViewCritic("D_ink", "lambda_inkwash", ink_wash_view, 1, "ink wash (guohua)"),
+    ViewCritic("D_line", "lambda_contour", contour_view, 1, "contours and flat areas (ukiyo-e)"),
+    ViewCritic("D_stroke", "lambda_strokes", stroke_view, 3, "broken brush strokes (impressionism)"),
+)
