@@ -202,4 +202,4 @@ def test_a_cultures_preset_weights_apply_under_the_flags_the_user_typed(tmp_path
             options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long"])
     shipped = Path(__file__).resolve().parent.parent / "datasets"
     assert preset_weights(shipped / "photo2ukiyoe", "cpu_long")["lambda_tone"] > 0
-    assert preset_weights(shipped / "photo2guohua", "cpu_long") == {}  # guohua keeps cpu_long's edge loss
+    assert preset_weights(shipped / "photo2guohua", "cpu_long") == {"lambda_inkwash": 1}  # and the edge loss
