@@ -60,7 +60,13 @@ def edge_map(x: torch.Tensor) -> torch.Tensor:
     contrast, only not where the edges are)."""
     grey = x.mean(dim=1, keepdim=True)
     grey = torch.nn.functional.avg_pool2d(grey, 2, ceil_mode=True) if min(grey.shape[-2:]) >= 8 else grey
-    kernel = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], device=x.device, dtype=x.dtype)
+    return relative_sobel_magnitude(grey)
+
+
+def relative_sobel_magnitude(grey: torch.Tensor) -> torch.Tensor:
+    """Sobel gradient magnitude of one-channel images, divided by each image's mean magnitude."""
+    kernel = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], device=grey.device,
+                          dtype=grey.dtype)
     weights = torch.stack([kernel, kernel.t()]).unsqueeze(1)
     grad = torch.nn.functional.conv2d(torch.nn.functional.pad(grey, [1, 1, 1, 1], mode="replicate"), weights)
     magnitude = (grad.pow(2).sum(dim=1, keepdim=True) + 1e-6).sqrt()
@@ -113,13 +119,7 @@ def contour_view(x: torch.Tensor) -> torch.Tensor:
     resolution, divided by its mean (so contrast is left free), squashed into [-1, 1). A woodblock print's
     key-block outlines are thin, strong and sparse, flat colour between them; a photo's edges are many, soft and
     everywhere. Colour is left to the main discriminator."""
-    grey = x.mean(dim=1, keepdim=True)
-    kernel = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], device=x.device, dtype=x.dtype)
-    weights = torch.stack([kernel, kernel.t()]).unsqueeze(1)
-    grad = torch.nn.functional.conv2d(torch.nn.functional.pad(grey, [1, 1, 1, 1], mode="replicate"), weights)
-    magnitude = (grad.pow(2).sum(dim=1, keepdim=True) + 1e-6).sqrt()
-    relative = magnitude / (magnitude.mean(dim=(2, 3), keepdim=True) + 1e-3)
-    return 2 * torch.tanh(relative / 4) - 1
+    return 2 * torch.tanh(relative_sobel_magnitude(x.mean(dim=1, keepdim=True)) / 4) - 1
 
 
 def stroke_view(x: torch.Tensor) -> torch.Tensor:
