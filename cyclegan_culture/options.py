@@ -17,7 +17,7 @@ import torch
 from cyclegan_culture.accel import CONV_ALGORITHMS, ExecutionPlan, PlanError, make_plan
 from cyclegan_culture.accel.autotune import MODES as AUTOTUNE_MODES, default_mode as default_autotune_mode
 from cyclegan_culture.backends import BACKEND_HELP, BACKENDS
-from cyclegan_culture.data.cultures import CULTURE_FILE, preset_weights
+from cyclegan_culture.data.cultures import CULTURE_FILE, preset_settings
 from cyclegan_culture.devices import parse_gpu_ids
 from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_write_text
@@ -237,6 +237,8 @@ def build_train_parser(prog: str = "cyclegan-culture train") -> argparse.Argumen
     t.add_argument("--lambda_tone", type=float, default=0.0, help="weight of the tone loss: the translation keeps "
                    "which parts of its source are lighter than which (grey, at quarter size, standardised), colour "
                    "and contrast left free; unlike the edge loss it forbids inverted tones (0: off)")
+    t.add_argument("--lambda_NCE", type=float, default=None, help="--model cut/fastcut: weight of the patchwise "
+                   "contrastive loss that keeps the photo's content (CUT's flag; default: cut 1, fastcut 10)")
     t.add_argument("--lambda_inkwash", type=float, default=0.0, help="weight of the ink-wash discriminator (the "
                    "idea of ChipGAN): a third discriminator sees the target culture's paintings and the translations "
                    "grey and blurred, so that only how the ink spreads and grades is judged (0: off)")
@@ -325,13 +327,17 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
         for key, value in PRESETS[preset].items():
             if key not in opt._explicit:
                 setattr(opt, key, value)
-        culture = preset_weights(opt.dataroot, preset) if opt.dataroot else {}
+        culture = preset_settings(opt.dataroot, preset) if opt.dataroot else {}
         chosen = {k: v for k, v in culture.items() if k not in opt._explicit}
+        if chosen.get("model", "cycle_gan") not in MODELS:
+            raise UserError(f"{Path(opt.dataroot) / CULTURE_FILE}: preset {preset} names model {chosen['model']!r}; "
+                            f"choose one of: {', '.join(sorted(MODELS))}")
         for key, value in chosen.items():
             setattr(opt, key, value)
         if chosen:
             print(f"--preset {preset}: {Path(opt.dataroot) / CULTURE_FILE} sets "
-                  + " ".join(f"--{k} {v:g}" for k, v in chosen.items()) + " for this culture")
+                  + " ".join(f"--{k} {v if isinstance(v, str) else format(v, 'g')}" for k, v in chosen.items())
+                  + " for this culture")
     if opt.name is None:
         if not opt.dataroot:
             raise UserError("--name or --dataroot is required")
@@ -452,6 +458,10 @@ def validate_train(opt: argparse.Namespace) -> None:
     for flag in ("lambda_edge", "lambda_tone", *(critic.weight for critic in VIEW_CRITICS)):
         if getattr(opt, flag) < 0:
             raise UserError(f"--{flag} must be 0 or more (0: off), got {getattr(opt, flag)}")
+    if opt.lambda_NCE is not None and opt.lambda_NCE <= 0:
+        raise UserError(f"--lambda_NCE must be positive (it keeps the photo's content), got {opt.lambda_NCE}")
+    if opt.lambda_NCE is not None and not hasattr(MODELS[opt.model], "lambda_nce"):
+        raise UserError(f"--lambda_NCE: --model {opt.model} has no contrastive loss; it is CUT's and FastCUT's")
     if not 0 <= opt.ema_decay < 1:
         raise UserError(f"--ema_decay must be in [0, 1), e.g. 0.999, got {opt.ema_decay}")
     try:

@@ -74,3 +74,18 @@ def test_cut_refuses_what_it_cannot_do(tiny_dataset, tmp_path, capsys):
         rc = cli.main(["train", "--dataroot", str(tiny_dataset), "--checkpoints_dir", str(tmp_path), "--model", "cut",
                        *flags])
         assert rc == 2 and words in capsys.readouterr().err
+
+
+def test_lambda_nce_sets_the_contrastive_weight_and_is_refused_where_there_is_none(tiny_dataset, tmp_path, capsys):
+    from tests.test_speed_flags import batch, tiny_model
+
+    assert (tiny_model("--model", "cut").lambda_nce, tiny_model("--model", "fastcut").lambda_nce) == (1.0, 10.0)
+    model = tiny_model("--model", "cut", "--lambda_NCE", "0.5")
+    model.set_input(batch())
+    model.optimize_parameters()
+    nce = (float(model.loss_NCE) + float(model.loss_NCE_Y)) / 2
+    assert float(model.loss_G) == pytest.approx(float(model.loss_G_A) + 0.5 * nce, rel=1e-4)
+    for flags, words in ((["--lambda_NCE", "0.5"], "--model cycle_gan has no contrastive loss"),
+                         (["--model", "cut", "--lambda_NCE", "0"], "--lambda_NCE must be positive")):
+        rc = cli.main(["train", "--dataroot", str(tiny_dataset), "--checkpoints_dir", str(tmp_path), *flags])
+        assert rc == 2 and words in capsys.readouterr().err

@@ -182,7 +182,7 @@ def test_embedded_datasets_are_complete():
 
 def test_a_cultures_preset_weights_apply_under_the_flags_the_user_typed(tmp_path, capsys):
     from cyclegan_culture import options
-    from cyclegan_culture.data.cultures import preset_weights
+    from cyclegan_culture.data.cultures import preset_settings
 
     record = {"name": "Ukiyo-e", "presets": {"cpu_long": {"lambda_identity": 0, "lambda_tone": 0.5, "lambda_A": 5},
                                              "cpu": {"lambda_inkwash": 1}}}
@@ -195,11 +195,30 @@ def test_a_cultures_preset_weights_apply_under_the_flags_the_user_typed(tmp_path
     cpu = options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu"])
     assert (cpu.lambda_tone, cpu.lambda_inkwash) == (0.0, 1.0)  # cpu's own, not cpu_long's
     assert options.parse(parser, ["--dataroot", str(tmp_path)]).lambda_identity == 0.5  # no preset, no change
-    assert preset_weights(tmp_path / "nothing", "cpu_long") == {}
+    assert preset_settings(tmp_path / "nothing", "cpu_long") == {}
     for bad in ({"cpu_long": {"lr": 1}}, {"cpu_long": {"lambda_tone": -1}}, {"cpu_long": 3}, [1]):
         (tmp_path / "culture.json").write_text(json.dumps({**record, "presets": bad}), encoding="utf-8")
         with pytest.raises(UserError, match=r"culture.json: \"presets\" must map"):
             options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long"])
     shipped = Path(__file__).resolve().parent.parent / "datasets"
-    assert preset_weights(shipped / "photo2ukiyoe", "cpu_long")["lambda_tone"] > 0
-    assert preset_weights(shipped / "photo2guohua", "cpu_long") == {"lambda_inkwash": 1}  # and the edge loss
+    assert preset_settings(shipped / "photo2ukiyoe", "cpu_long")["lambda_tone"] > 0
+    assert preset_settings(shipped / "photo2guohua", "cpu_long") == {"lambda_inkwash": 1}  # and the edge loss
+
+
+def test_a_cultures_preset_may_choose_the_model_family_unless_the_user_typed_one(tmp_path, capsys):
+    from cyclegan_culture import options
+
+    record = {"name": "Impressionism", "presets": {"cpu_long": {"model": "cut", "lambda_tone": 0.3}}}
+    (tmp_path / "culture.json").write_text(json.dumps(record), encoding="utf-8")
+    parser = options.build_train_parser()
+    opt = options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long"])
+    assert (opt.model, opt.lambda_tone) == ("cut", 0.3)
+    assert "sets --model cut --lambda_tone 0.3 for this culture" in capsys.readouterr().out
+    typed = options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long", "--model", "cycle_gan"])
+    assert typed.model == "cycle_gan"
+    assert options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu"]).model == "cycle_gan"
+    for bad, message in (("pix2pix", "names model 'pix2pix'; choose one of: .*cut"), (3, "must map")):
+        record["presets"]["cpu_long"]["model"] = bad
+        (tmp_path / "culture.json").write_text(json.dumps(record), encoding="utf-8")
+        with pytest.raises(UserError, match=message):
+            options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long"])

@@ -1,5 +1,5 @@
-"""culture.json: who made the art of domain B (name, native name, region, period, description), and the loss
-weights a preset should use for it ("presets": {"cpu_long": {"lambda_tone": 0.5, ...}})."""
+"""culture.json: who made the art of domain B (name, native name, region, period, description), and what a preset
+should use for it: loss weights and the model family ("presets": {"cpu_long": {"model": "cut", "lambda_tone": 0.5}})."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ CULTURE_FILE = "culture.json"
 # (docs/quality.md sections 9 and 10), and of the culture-specific ones (the ink wash, section 11).
 PRESET_KEYS = ("lambda_identity", "lambda_edge", "lambda_tone", "lambda_A", "lambda_B", "lambda_inkwash",
                "lambda_contour", "lambda_strokes")
+# ... and which model family it trains ("model": "cut"): the one-generator CUT keeps impressionism's structure where
+# CycleGAN's cycle trades it away (section 13). Checked against the model registry by options.py, since the data
+# layer does not import the models.
+PRESET_NAMES = ("model",)
 
 
 @dataclass
@@ -49,8 +53,9 @@ def load_culture(folder: str | Path, fallback_name: str | None = None) -> Cultur
     return Culture(**{k: str(v) for k, v in data.items() if k in fields})
 
 
-def preset_weights(folder: str | Path, preset: str) -> dict[str, float]:
-    """The loss weights ``folder/culture.json`` gives for ``preset`` ({} without the file or an entry)."""
+def preset_settings(folder: str | Path, preset: str) -> dict[str, float | str]:
+    """What ``folder/culture.json`` gives ``preset``: loss weights (floats) and a model name ({} without the file or
+    an entry)."""
     path = Path(folder) / CULTURE_FILE
     if not path.is_file():
         return {}
@@ -58,12 +63,14 @@ def preset_weights(folder: str | Path, preset: str) -> dict[str, float]:
     presets = data.get("presets", {}) if isinstance(data, dict) else None
     entry = presets.get(preset, {}) if isinstance(presets, dict) else None
 
-    def is_weight(key: str, value: object) -> bool:
+    def is_setting(key: str, value: object) -> bool:
+        if key in PRESET_NAMES:
+            return isinstance(value, str) and bool(value)
         return key in PRESET_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-    if not isinstance(entry, dict) or not all(is_weight(k, v) for k, v in entry.items()):
+    if not isinstance(entry, dict) or not all(is_setting(k, v) for k, v in entry.items()):
         raise UserError(f"{path}: \"presets\" must map a preset name to weights ({', '.join(PRESET_KEYS)}) of 0 "
-                        "or more; fix the file")
-    return {k: float(v) for k, v in entry.items()}
+                        "or more and optionally a \"model\" name; fix the file")
+    return {k: v if k in PRESET_NAMES else float(v) for k, v in entry.items()}
 
 
 def _read_json(path: Path) -> object:

@@ -53,6 +53,7 @@ class ModelConfig(_Record):
     lambda_inkwash: float = 0.0  # weight of the adversarial term of a discriminator on blurred grey images (ink wash)
     lambda_contour: float = 0.0  # ... of a discriminator on edge maps (contours and flat areas: ukiyo-e)
     lambda_strokes: float = 0.0  # ... of a discriminator on the colour detail (broken strokes: impressionism)
+    lambda_NCE: float | None = None  # CUT's contrastive-loss weight; None: the model's own (cut 1, fastcut 10)
     direction: str = "AtoB"
     seed: int = 0  # the replay buffers' random choices
 

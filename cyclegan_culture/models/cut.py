@@ -91,6 +91,8 @@ class CUTModel(TranslationModel):
 
     def __init__(self, config: ModelConfig, device: torch.device, plan: Any, schedule: TrainSchedule | None = None):
         super().__init__(config, device, plan, schedule)
+        if config.lambda_NCE is not None:  # --lambda_NCE: less keeps less of the photo, more keeps more
+            self.lambda_nce = config.lambda_NCE
         self.G_A = plan.apply(networks.define_G(config.input_nc, config.output_nc, config.ngf, config.netG,
                                                 config.norm, config.use_dropout, config.init_type, config.init_gain,
                                                 config.upsample))
