@@ -460,7 +460,8 @@ def validate_train(opt: argparse.Namespace) -> None:
             raise UserError(f"--{flag} must be 0 or more (0: off), got {getattr(opt, flag)}")
     if opt.lambda_NCE is not None and opt.lambda_NCE <= 0:
         raise UserError(f"--lambda_NCE must be positive (it keeps the photo's content), got {opt.lambda_NCE}")
-    if opt.lambda_NCE is not None and not hasattr(MODELS[opt.model], "lambda_nce"):
+    # typed only: a culture's preset may give CUT's weight and still be trained with a --model cycle_gan the user typed
+    if "lambda_NCE" in getattr(opt, "_explicit", ()) and not hasattr(MODELS[opt.model], "lambda_nce"):
         raise UserError(f"--lambda_NCE: --model {opt.model} has no contrastive loss; it is CUT's and FastCUT's")
     if not 0 <= opt.ema_decay < 1:
         raise UserError(f"--ema_decay must be in [0, 1), e.g. 0.999, got {opt.ema_decay}")

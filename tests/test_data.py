@@ -208,14 +208,16 @@ def test_a_cultures_preset_weights_apply_under_the_flags_the_user_typed(tmp_path
 def test_a_cultures_preset_may_choose_the_model_family_unless_the_user_typed_one(tmp_path, capsys):
     from cyclegan_culture import options
 
-    record = {"name": "Impressionism", "presets": {"cpu_long": {"model": "cut", "lambda_tone": 0.3}}}
+    preset = {"model": "cut", "lambda_tone": 0.3, "lambda_NCE": 0.25}
+    record = {"name": "Impressionism", "presets": {"cpu_long": preset}}
     (tmp_path / "culture.json").write_text(json.dumps(record), encoding="utf-8")
     parser = options.build_train_parser()
     opt = options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long"])
-    assert (opt.model, opt.lambda_tone) == ("cut", 0.3)
-    assert "sets --model cut --lambda_tone 0.3 for this culture" in capsys.readouterr().out
+    assert (opt.model, opt.lambda_tone, opt.lambda_NCE) == ("cut", 0.3, 0.25)
+    assert "sets --model cut --lambda_tone 0.3 --lambda_NCE 0.25 for this culture" in capsys.readouterr().out
     typed = options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long", "--model", "cycle_gan"])
     assert typed.model == "cycle_gan"
+    options.validate_train(typed)  # the culture's CUT weight is no error for the CycleGAN the user typed
     assert options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu"]).model == "cycle_gan"
     for bad, message in (("pix2pix", "names model 'pix2pix'; choose one of: .*cut"), (3, "must map")):
         record["presets"]["cpu_long"]["model"] = bad
