@@ -338,6 +338,7 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
             print(f"--preset {preset}: {Path(opt.dataroot) / CULTURE_FILE} sets "
                   + " ".join(f"--{k} {v if isinstance(v, str) else format(v, 'g')}" for k, v in chosen.items())
                   + " for this culture")
+        _drop_critics_the_model_lacks(opt, chosen)
     if opt.name is None:
         if not opt.dataroot:
             raise UserError("--name or --dataroot is required")
@@ -361,6 +362,20 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
                         "data (PHASEA and PHASEB folders, --dataset_mode unaligned)")
     opt.gpu_ids = parse_gpu_ids(opt.gpu_ids)
     return opt
+
+
+def _drop_critics_the_model_lacks(opt: argparse.Namespace, chosen: dict) -> None:
+    """A culture's preset is written for its own model family: guohua's ink-wash critic is CycleGAN's, so a --model
+    cut typed over it trains without it (with a note) instead of failing. A weight the user typed is still refused
+    by validate_train."""
+    model = MODELS.get(getattr(opt, "model", "cycle_gan"))
+    if model is None or "BtoA" in model.GENERATORS:
+        return
+    for critic in VIEW_CRITICS:
+        if chosen.get(critic.weight):
+            setattr(opt, critic.weight, 0.0)
+            print(f"note: --model {opt.model} has no discriminator for {critic.trait}, so the preset's "
+                  f"--{critic.weight} is left out")
 
 
 def validate_model(opt: argparse.Namespace) -> None:

@@ -205,6 +205,23 @@ def test_a_cultures_preset_weights_apply_under_the_flags_the_user_typed(tmp_path
     assert preset_settings(shipped / "photo2guohua", "cpu_long") == {"lambda_inkwash": 1}  # and the edge loss
 
 
+def test_a_cut_typed_over_a_preset_with_a_cyclegan_critic_trains_without_it(tmp_path, capsys):
+    from cyclegan_culture import options
+
+    record = {"name": "Guohua", "presets": {"cpu_long": {"lambda_inkwash": 1, "lambda_tone": 0.2}}}
+    (tmp_path / "culture.json").write_text(json.dumps(record), encoding="utf-8")
+    parser = options.build_train_parser()
+    opt = options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long", "--model", "cut"])
+    options.validate_train(opt)  # guohua's ink-wash critic is CycleGAN's: left out, not an error
+    assert (opt.lambda_inkwash, opt.lambda_tone) == (0, 0.2)
+    assert "--lambda_inkwash is left out" in capsys.readouterr().out
+    assert options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long"]).lambda_inkwash == 1
+    typed = options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long", "--model", "cut",
+                                   "--lambda_inkwash", "1"])
+    with pytest.raises(UserError, match="--lambda_inkwash: --model cut has no discriminator"):
+        options.validate_train(typed)
+
+
 def test_a_cultures_preset_may_choose_the_model_family_unless_the_user_typed_one(tmp_path, capsys):
     from cyclegan_culture import options
 
