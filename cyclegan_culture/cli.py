@@ -295,14 +295,14 @@ def _judge_score(args) -> int:
     from cyclegan_culture.eval.judge import load_judge
     from cyclegan_culture.eval.judge_score import score, table
     from cyclegan_culture.files import atomic_write_text
-    from cyclegan_culture.outputs import refuse_inside
+    from cyclegan_culture.outputs import refuse_file_inside
 
     if args.report:
         report = Path(args.report)
         if report.suffix.lower() != ".json":
             raise UserError(f"--report {report}: give a .json file name (nothing was written)")
         for folder in [*args.outputs, *([args.inputs] if args.inputs else []), *([args.art] if args.art else [])]:
-            refuse_inside(report.parent, Path(folder), "--report", "the images it scores")
+            refuse_file_inside(report, Path(folder), "--report", "the images it scores")
     judge = load_judge(args.judge)
     rows = score(judge, [Path(o) for o in args.outputs], args.target, Path(args.inputs) if args.inputs else None,
                  Path(args.art) if args.art else None)

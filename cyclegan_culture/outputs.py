@@ -75,6 +75,13 @@ def refuse_inside(output: Path, folder: Path, flag: str, what: str) -> None:
                         "as inputs on the next run; choose a folder outside it")
 
 
+def refuse_file_inside(file: Path, folder: Path, flag: str, what: str) -> None:
+    """Refuse a single output file (a report) inside ``folder``; a folder that merely holds ``folder`` is fine,
+    since one named file cannot replace or be read back as the images there."""
+    if _within(Path(file).resolve().parent, Path(folder).resolve()):
+        raise UserError(f"{flag} {file}: is inside {what} {folder}; write it outside that folder")
+
+
 def unique_names(wanted: list[Path], sources: list[Path]) -> list[Path]:
     """``wanted`` output paths (relative), made distinct without changing the names that are already unique.
 

@@ -337,6 +337,10 @@ def test_judge_score_report_never_lands_on_the_images_it_scores(judge_data, tmp_
                        "--target", "ink", "--report", str(report)])
         assert rc == 2 and "--report" in capsys.readouterr().err
         assert sorted(p.name for p in (judge_data / "ink").iterdir()) == before
+    # beside the scored folder (here: in the folder that holds it) is where a report belongs: not refused
+    rc = cli.main(["judge", "score", "--judge", str(tmp_path / "j"), "--outputs", str(judge_data / "ink"),
+                   "--target", "ink", "--report", str(judge_data / "report.json")])
+    assert "--report" not in capsys.readouterr().err
 
 
 def test_judge_takes_a_photo_cross_faded_with_a_painting_for_a_photo(tmp_path):
