@@ -202,7 +202,7 @@ def test_a_cultures_preset_weights_apply_under_the_flags_the_user_typed(tmp_path
             options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long"])
     shipped = Path(__file__).resolve().parent.parent / "datasets"
     assert preset_settings(shipped / "photo2ukiyoe", "cpu_long")["lambda_tone"] > 0
-    assert preset_settings(shipped / "photo2guohua", "cpu_long") == {"lambda_inkwash": 1}  # and the edge loss
+    assert preset_settings(shipped / "photo2guohua", "cpu_long")["model"] == "cut"  # holds on cprland_ too
 
 
 def test_a_cultures_preset_may_end_its_schedule_early(tmp_path, capsys):
