@@ -205,24 +205,6 @@ def test_a_cultures_preset_weights_apply_under_the_flags_the_user_typed(tmp_path
     assert preset_settings(shipped / "photo2guohua", "cpu_long")["model"] == "cut"  # holds on cprland_ too
 
 
-def test_a_cultures_preset_may_end_its_schedule_early(tmp_path, capsys):
-    from cyclegan_culture import options
-
-    record = {"name": "Impressionism", "presets": {"cpu_long": {"n_epochs": 20, "n_epochs_decay": 10}}}
-    (tmp_path / "culture.json").write_text(json.dumps(record), encoding="utf-8")
-    parser = options.build_train_parser()
-    opt = options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long"])
-    options.validate_train(opt)
-    assert (opt.n_epochs, opt.n_epochs_decay) == (20, 10) and isinstance(opt.n_epochs, int)
-    assert "sets --n_epochs 20 --n_epochs_decay 10 for this culture" in capsys.readouterr().out
-    typed = options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long", "--n_epochs", "5"])
-    assert (typed.n_epochs, typed.n_epochs_decay) == (5, 10)
-    for bad in ({"n_epochs": 0}, {"n_epochs": 2.5}, {"n_epochs_decay": -1}, {"n_epochs": True}):
-        (tmp_path / "culture.json").write_text(json.dumps({**record, "presets": {"cpu_long": bad}}), encoding="utf-8")
-        with pytest.raises(UserError, match="whole epoch counts"):
-            options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long"])
-
-
 def test_a_cut_typed_over_a_preset_with_a_cyclegan_critic_trains_without_it(tmp_path, capsys):
     from cyclegan_culture import options
 

@@ -1,6 +1,5 @@
 """culture.json: who made the art of domain B (name, native name, region, period, description), and what a preset
-should use for it: loss weights, the model family and the schedule
-("presets": {"cpu_long": {"model": "cut", "lambda_tone": 0.5, "n_epochs": 20}})."""
+should use for it: loss weights and the model family ("presets": {"cpu_long": {"model": "cut", "lambda_tone": 0.5}})."""
 
 from __future__ import annotations
 
@@ -20,9 +19,6 @@ PRESET_KEYS = ("lambda_identity", "lambda_edge", "lambda_tone", "lambda_A", "lam
 # brings impressionism at a structure CycleGAN's cycle trades away (section 13). Checked against the model registry
 # by options.py, since the data layer does not import the models.
 PRESET_NAMES = ("model",)
-# ... and how long it trains, for a culture whose translations peak early. (Impressionism's CUT peaks at epoch 30 of
-# 60, yet a 20 + 10 schedule ended lower, 0.77 against 0.90, docs/quality.md section 14, so no shipped file sets it.)
-PRESET_COUNTS = ("n_epochs", "n_epochs_decay")
 
 
 @dataclass
@@ -57,9 +53,9 @@ def load_culture(folder: str | Path, fallback_name: str | None = None) -> Cultur
     return Culture(**{k: str(v) for k, v in data.items() if k in fields})
 
 
-def preset_settings(folder: str | Path, preset: str) -> dict[str, float | int | str]:
-    """What ``folder/culture.json`` gives ``preset``: loss weights (floats), a model name and epoch counts (ints);
-    {} without the file or an entry."""
+def preset_settings(folder: str | Path, preset: str) -> dict[str, float | str]:
+    """What ``folder/culture.json`` gives ``preset``: loss weights (floats) and a model name ({} without the file or
+    an entry)."""
     path = Path(folder) / CULTURE_FILE
     if not path.is_file():
         return {}
@@ -70,14 +66,11 @@ def preset_settings(folder: str | Path, preset: str) -> dict[str, float | int | 
     def is_setting(key: str, value: object) -> bool:
         if key in PRESET_NAMES:
             return isinstance(value, str) and bool(value)
-        if key in PRESET_COUNTS:
-            return isinstance(value, int) and not isinstance(value, bool) and value >= (key == "n_epochs")
         return key in PRESET_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
     if not isinstance(entry, dict) or not all(is_setting(k, v) for k, v in entry.items()):
         raise UserError(f"{path}: \"presets\" must map a preset name to weights ({', '.join(PRESET_KEYS)}) of 0 "
-                        "or more, optionally a \"model\" name and whole epoch counts (n_epochs 1 or more, "
-                        "n_epochs_decay 0 or more); fix the file")
-    return {k: v if k in PRESET_NAMES + PRESET_COUNTS else float(v) for k, v in entry.items()}
+                        "or more and optionally a \"model\" name; fix the file")
+    return {k: v if k in PRESET_NAMES else float(v) for k, v in entry.items()}
 
 
 def _read_json(path: Path) -> object:
