@@ -125,7 +125,8 @@ def test_fp32_inference_layout_is_timed_once_and_not_without_a_tuner(tmp_path):
 
 def _step_timing_setup(tmp_path, monkeypatch, fastest: str):
     """A fresh shared tuner in ``tmp_path`` whose step timings make ``fastest`` ('fast_layers',
-    'fast_layers_nchw' or 'reference_layers') win; returns the list of plans the timing built models with."""
+    'fast_layers_nchw', 'reference_layers' or 'reference_layers_separate_calls') win; returns the list of plans
+    the timing built models with."""
     from cyclegan_culture.accel import plan as plan_mod
     from cyclegan_culture.models import registry
 
@@ -140,7 +141,7 @@ def _step_timing_setup(tmp_path, monkeypatch, fastest: str):
 
     def name_of(plan) -> str:
         if not plan.fast_layers:
-            return "reference_layers"
+            return "reference_layers" if plan.batch_calls else "reference_layers_separate_calls"
         return "fast_layers" if plan.memory_format == torch.channels_last else "fast_layers_nchw"
 
     def fake_time(run, repeats=3):
@@ -151,7 +152,7 @@ def _step_timing_setup(tmp_path, monkeypatch, fastest: str):
     return built
 
 
-@pytest.mark.parametrize("fastest", ["reference_layers", "fast_layers_nchw"])
+@pytest.mark.parametrize("fastest", ["reference_layers", "fast_layers_nchw", "reference_layers_separate_calls"])
 def test_training_runs_the_plan_whose_whole_step_this_machine_times_fastest(tmp_path, monkeypatch, fastest):
     from cyclegan_culture import options
     from cyclegan_culture.accel import plan as plan_mod
@@ -163,15 +164,21 @@ def test_training_runs_the_plan_whose_whole_step_this_machine_times_fastest(tmp_
     argv = ["--dataroot", str(make_dataset(tmp_path / "data")), "--name", "run", "--checkpoints_dir",
             str(tmp_path / "ckpt"), *TINY, "--n_epochs", "1", "--n_epochs_decay", "0", "--autotune", "on"]
     trainer = Trainer(options.parse(parser, argv), parser)
-    assert len(built) == 4  # three candidates timed, each on its own model, then the run's
+    assert len(built) == 5  # four candidates timed, each on its own model, then the run's
     layers = {type(m) for m in trainer.model.G_A.modules()}
-    assert (ResidualConv in layers) == (fastest != "reference_layers")
+    assert (ResidualConv in layers) == fastest.startswith("fast_layers")
     assert trainer.model.memory_format == torch.contiguous_format
+    # the images per network call: a step's batched (up to three for a generator, real and fake for a
+    # discriminator), or one per call as in the reference's step
+    calls = []
+    for name in ("G_A", "G_B", "D_A", "D_B"):
+        trainer.model.nets[name].register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
     trainer.run()
     tuner = plan_mod.shared_tuner("on")
     (key,) = [k for k in tuner.choices if k.startswith("training_step")]
-    assert tuner.choices[key] == fastest and set(tuner.timings[key]) == {"fast_layers", "fast_layers_nchw",
-                                                                          "reference_layers"}
+    assert tuner.choices[key] == fastest and set(tuner.timings[key]) == {
+        "fast_layers", "fast_layers_nchw", "reference_layers", "reference_layers_separate_calls"}
+    assert calls and (max(calls) == 1) == (fastest == "reference_layers_separate_calls")
     plan_mod.shared_tuner.cache_clear()
 
 
@@ -185,7 +192,7 @@ def test_the_step_choice_is_kept_and_not_made_when_off_or_forced(tmp_path, monke
     parser = options.build_train_parser()
     opt = options.parse(parser, ["--dataroot", "x", *TINY, "--autotune", "auto"])
     state = torch.random.get_rng_state()
-    assert not training_plan(opt, torch.device("cpu")).fast_layers and len(built) == 3
+    assert not training_plan(opt, torch.device("cpu")).fast_layers and len(built) == 4
     assert torch.equal(torch.random.get_rng_state(), state)  # timing leaves the run's random stream alone
     plan_mod.shared_tuner.cache_clear()  # a later run: reads the kept choice, times nothing
     monkeypatch.setattr(autotune, "_best_time", lambda run, *_: pytest.fail("timed again"))
@@ -197,3 +204,36 @@ def test_the_step_choice_is_kept_and_not_made_when_off_or_forced(tmp_path, monke
                                     torch.device("cpu"), True)
     assert list(candidate_plans(forced, "on")) == ["fast_layers"]  # PyTorch's NHWC instance norm is wrong
     plan_mod.shared_tuner.cache_clear()
+
+
+@pytest.mark.parametrize("model_name", ["cycle_gan", "cut"])
+def test_one_call_per_image_computes_what_the_batched_step_does(model_name):
+    """The step plan's 'separate calls' candidate changes only how the images meet the networks, not the
+    losses or the trained weights."""
+    from dataclasses import replace
+
+    from cyclegan_culture import options
+    from cyclegan_culture.models import registry
+    from tests.conftest import TINY
+
+    opt = options.parse(options.build_train_parser(),
+                        ["--dataroot", "x", *TINY, "--model", model_name, "--autotune", "off"])
+    batched = options.execution_plan(opt, torch.device("cpu"), True)
+    gen = torch.Generator().manual_seed(3)
+    batch = {"A": torch.rand(1, 3, 32, 32, generator=gen) * 2 - 1, "B": torch.rand(1, 3, 32, 32, generator=gen) * 2 - 1,
+             "A_paths": ["a"], "B_paths": ["b"]}
+    results = []
+    for plan in (batched, replace(batched, batch_calls=False)):
+        torch.manual_seed(0)
+        model = registry.build(vars(opt), torch.device("cpu"), plan, training=True)
+        for _ in range(2):
+            model.set_input(batch)
+            model.optimize_parameters()
+        with torch.no_grad():  # compared by output: the biases before instance norm have no true gradient, so
+            translated = model.nets["G_A"](batch["A"])  # Adam moves them by rounding noise alone
+        results.append((model.current_losses, translated))
+    (losses_a, translated_a), (losses_b, translated_b) = results
+    assert losses_a.keys() == losses_b.keys()
+    for name in losses_a:
+        assert losses_a[name] == pytest.approx(losses_b[name], rel=1e-4, abs=1e-5), name
+    assert torch.allclose(translated_a, translated_b, atol=1e-4)

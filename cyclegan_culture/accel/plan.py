@@ -38,6 +38,10 @@ class ExecutionPlan:
     conv_algorithm: str = "direct"              # for accel.layers.ResidualConv and OutputConv
     compile: bool = False
     fast_layers: bool = True                    # off: the reference's layers as built (a plain plan)
+    # each network takes the images of a step in one batched call (a generator its translations, reconstructions
+    # and identities; a discriminator real and fake); off: one call per image, as the reference's step does.
+    # The same arithmetic; which is faster depends on the CPU's caches (engine/training_plan.py times both)
+    batch_calls: bool = True
     tuner: Autotuner | None = field(default=None, compare=False)  # 'auto' algorithms timed per machine
 
     def apply(self, net: nn.Module) -> nn.Module:

@@ -4,8 +4,11 @@ The per-layer tuner (accel/autotune.py) picks each convolution's fastest algorit
 convolutions, and the fast layers can lose as a whole where each looked faster on its own: on an AMD EPYC (Zen 5)
 the fp32 crop-128 step with them was 0.92x the reference's (docs/performance.md). So, once per machine and
 configuration, a few steps of each candidate plan are timed on random images of the run's size, and the fastest is
-kept in the same plan cache: the fast layers as the flags ask, the same in NCHW where the layout is 'auto', and the
-reference's own layers in NCHW. With nothing faster than PyTorch's layers, the step runs PyTorch's layers.
+kept in the same plan cache: the fast layers as the flags ask, the same in NCHW where the layout is 'auto', the
+reference's own layers in NCHW, and those layers with one call per image (no batching of a step's images, the
+reference's own order of work: on a Zen 5 EPYC the batched maps outgrew its 1 MB L2 cache and fp32 training was
+0.92x the reference, 0.98x in separate calls). With nothing faster than the reference's way of running, the step
+runs that way, so no machine trains slower than the reference's step by more than the timing's noise.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from cyclegan_culture.models.config import ModelConfig
 from cyclegan_culture.progress import say
 
 STEP_REPEATS = 2  # timed steps per candidate after one warm-up step (which also runs the per-layer timing)
+# in the key, so that a cache timed over fewer candidates (before separate calls were one) is timed again
+CANDIDATES_VERSION = 2
 
 
 def candidate_plans(plan: ExecutionPlan, channels_last: str) -> dict[str, ExecutionPlan]:
@@ -33,7 +38,9 @@ def candidate_plans(plan: ExecutionPlan, channels_last: str) -> dict[str, Execut
     if channels_last == "auto" and plan.memory_format == torch.channels_last:
         candidates["fast_layers_nchw"] = replace(plan, memory_format=torch.contiguous_format)
     if channels_last != "on":  # PyTorch's own instance norm is wrong in NHWC for single images (accel/plan.py)
-        candidates["reference_layers"] = replace(plan, fast_layers=False, memory_format=torch.contiguous_format)
+        reference = replace(plan, fast_layers=False, memory_format=torch.contiguous_format)
+        candidates["reference_layers"] = reference
+        candidates["reference_layers_separate_calls"] = replace(reference, batch_calls=False)
     return candidates
 
 
@@ -42,7 +49,8 @@ def step_key(opt: argparse.Namespace, plan: ExecutionPlan) -> str:
     config = json.dumps(asdict(ModelConfig.from_dict(vars(opt))), sort_keys=True, default=str)
     digest = hashlib.sha1(config.encode()).hexdigest()[:12]
     dtype = str(plan.autocast_dtype or torch.float32).replace("torch.", "")
-    return (f"training_step {getattr(opt, 'model', 'cycle_gan')} {digest} {opt.batch_size}x{opt.crop_size} "
+    return (f"training_step v{CANDIDATES_VERSION} {getattr(opt, 'model', 'cycle_gan')} {digest} "
+            f"{opt.batch_size}x{opt.crop_size} "
             f"{dtype} layout {getattr(opt, 'channels_last', 'off')}")
 
 

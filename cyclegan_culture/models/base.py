@@ -106,6 +106,16 @@ class TranslationModel:
         self.optimizers: list[torch.optim.Optimizer] = []
         self.schedulers: list[Any] = []
 
+    def _batches_calls(self) -> bool:
+        """Whether a network takes several images of a step in one call: where the plan says so (its
+        ``batch_calls``, default on) and the normalisation is per sample (batch norm would mix their
+        statistics)."""
+        return self.config.norm != "batch" and self._plan_batches_calls()
+
+    def _plan_batches_calls(self) -> bool:
+        """The plan's ``batch_calls`` alone (CUT batches its images as its authors' code does, whatever the norm)."""
+        return getattr(self.plan, "batch_calls", True)
+
     # --- set up by subclasses' __init__ -------------------------------------------------------------------------
     def _finish_training_setup(self, optimizers: list[torch.optim.Optimizer]) -> None:
         """After the networks are in ``self.nets``: the compiled step functions, the averaged generators, the

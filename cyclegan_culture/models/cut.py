@@ -119,9 +119,11 @@ class CUTModel(TranslationModel):
 
     def forward(self) -> None:
         G = self.run["G_A"]
-        if self.is_train and self.nce_identity:
+        if self.is_train and self.nce_identity and self._plan_batches_calls():
             self.fake_B, self.idt_B = G(torch.cat([self.real_A, self.real_B])).split(
                 [self.real_A.shape[0], self.real_B.shape[0]])
+        elif self.is_train and self.nce_identity:
+            self.fake_B, self.idt_B = G(self.real_A), G(self.real_B)
         else:
             self.fake_B = G(self.real_A)
 
@@ -158,7 +160,10 @@ class CUTModel(TranslationModel):
         self._set_requires_grad((self.D_A,), True)
         with self._autocast():
             real, fake = self._critic_input(self.real_B), self._critic_input(self.fake_B.detach())
-            pred_real, pred_fake = self.run["D_A"](torch.cat([real, fake])).split([real.shape[0], fake.shape[0]])
+            if self._plan_batches_calls():
+                pred_real, pred_fake = self.run["D_A"](torch.cat([real, fake])).split([real.shape[0], fake.shape[0]])
+            else:
+                pred_real, pred_fake = self.run["D_A"](real), self.run["D_A"](fake)
             self.loss_D_A = (self.criterionGAN(pred_real, True) + self.criterionGAN(pred_fake, False)) * 0.5
         self.optimizer_D.zero_grad(set_to_none=True)
         self.scaler.scale(self.loss_D_A).backward()

@@ -101,12 +101,13 @@ class CycleGANModel(TranslationModel):
         fake_A: three calls instead of six, the same arithmetic, and each convolution's weights (and, for
         Winograd, their transformed filters) prepared once per batch instead of once per image. In fp32 on CPU
         that made the step 1.19x faster at crop 128 (Winograd's filter transforms are memory-bound); in bf16
-        1.02x. Batch norm keeps separate calls (batching would change its statistics). docs/performance.md has
-        the measurements.
+        1.02x. Batch norm keeps separate calls (batching would change its statistics), and so does a plan whose
+        ``batch_calls`` is off (on some CPUs the larger maps outgrow the caches). docs/performance.md has the
+        measurements.
         """
         G_A, G_B = self.run["G_A"], self.run["G_B"]
         identity = self.is_train and self.config.lambda_identity > 0
-        separate = self.config.norm == "batch"
+        separate = not self._batches_calls()
         inputs_A = [self.real_A, self.real_B] if identity else [self.real_A]
         outputs_A = _translate(G_A, inputs_A, separate)
         self.fake_B = outputs_A[0]
@@ -186,14 +187,14 @@ class CycleGANModel(TranslationModel):
 
     def _discriminator_loss(self, name: str, real: torch.Tensor, fake: torch.Tensor,
                             view: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        """(loss on real + loss on fake) / 2; real and fake run as one batch unless batch norm would mix them.
+        """(loss on real + loss on fake) / 2; real and fake run as one batch where ``_batches_calls``.
         ``view``: what the discriminator sees of each (augmented) image, e.g. its ink wash (``VIEW_CRITICS``)."""
         netD = self.run[name]
         fake = fake.detach()
         real, fake = self._critic_input(real), self._critic_input(fake)
         if view is not None:
             real, fake = view(real), view(fake)
-        if self.config.norm != "batch":
+        if self._batches_calls():
             pred_real, pred_fake = netD(torch.cat([real, fake])).split([real.shape[0], fake.shape[0]])
         else:
             pred_real, pred_fake = netD(real), netD(fake)
