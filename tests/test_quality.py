@@ -16,8 +16,8 @@ from cyclegan_culture.eval import floors
 from cyclegan_culture.eval.judge import gather, load_judge, source_of, train_judge
 from cyclegan_culture.eval.judge_score import pair_by_name, score
 from cyclegan_culture.models.diffaugment import cutout, diff_augment, parse_policy, translation
-from cyclegan_culture.models.losses import (contour_view, edge_loss, edge_map, ink_wash_view, stroke_view, tone_loss,
-                                            tone_map)
+from cyclegan_culture.models.losses import (contour_view, edge_loss, edge_map, flat_colour_loss, ink_wash_view,
+                                            stroke_view, tone_loss, tone_map)
 from cyclegan_culture.runs import folder
 from tests.test_train_resume import make_trainer, stop_at
 
@@ -90,6 +90,35 @@ def test_the_tone_loss_is_trained_and_logged_when_weighted(tiny_dataset, tmp_pat
     assert "tone_A" in logged and "tone_B" in logged
     with pytest.raises(UserError, match="--lambda_tone must be 0 or more"):
         make_trainer(tiny_dataset, tmp_path / "ck2", "--lambda_tone", "-1")
+
+
+def test_the_flat_colour_loss_costs_texture_and_shading_not_outlines():
+    torch.manual_seed(0)
+    flat = torch.full((1, 3, 32, 32), -0.5)
+    flat[..., 16:, :] = 0.7  # two flat areas and one strong outline between them
+    textured = flat + 0.06 * torch.randn(1, 3, 32, 32)  # the same areas with fine photo-like texture
+    shaded = flat + torch.linspace(0, 0.5, 32).view(1, 1, 1, 32)  # a gentle gradient across both
+    outlined = flat.clone()
+    outlined[..., :, 8] = -1.0  # one more line inside an area: a step no larger than the cap's cost twice
+    assert flat_colour_loss(flat).item() < 0.01
+    assert flat_colour_loss(textured).item() > 5 * flat_colour_loss(flat).item()
+    assert flat_colour_loss(shaded).item() > flat_colour_loss(flat).item()
+    # a strong step costs the cap however strong: twice the outline's contrast, the same loss
+    stronger = flat.clone()
+    stronger[..., 16:, :] = 1.0
+    stronger[..., :16, :] = -1.0
+    assert flat_colour_loss(stronger).item() == pytest.approx(flat_colour_loss(flat).item())
+    assert flat_colour_loss(outlined).item() < flat_colour_loss(textured).item()
+
+
+def test_the_flat_colour_loss_is_trained_logged_and_refused_below_zero(tiny_dataset, tmp_path):
+    run = make_trainer(tiny_dataset, tmp_path / "ck", "--lambda_flat", "1", hooks=[stop_at(2)]).run()
+    logged = (run.run_dir / "loss_log.txt").read_text()
+    assert "flat_A" in logged
+    cut = make_trainer(tiny_dataset, tmp_path / "ck3", "--model", "cut", "--lambda_flat", "1", hooks=[stop_at(2)]).run()
+    assert "flat_A" in (cut.run_dir / "loss_log.txt").read_text()
+    with pytest.raises(UserError, match="--lambda_flat must be 0 or more"):
+        make_trainer(tiny_dataset, tmp_path / "ck2", "--lambda_flat", "-1")
 
 
 # --- the ink-wash discriminator ----------------------------------------------------------------------------------
