@@ -208,8 +208,8 @@ def test_the_step_choice_is_kept_and_not_made_when_off_or_forced(tmp_path, monke
 
 @pytest.mark.parametrize("model_name", ["cycle_gan", "cut"])
 def test_one_call_per_image_computes_what_the_batched_step_does(model_name):
-    """The step plan's 'separate calls' candidate changes only how the images meet the networks, not the
-    losses or the trained weights."""
+    """The step plan's 'separate calls' candidate changes only how the images meet the networks: the same losses
+    over two steps, and the same translations after them."""
     from dataclasses import replace
 
     from cyclegan_culture import options

@@ -99,7 +99,7 @@ def test_the_flat_colour_loss_costs_texture_and_shading_not_outlines():
     textured = flat + 0.06 * torch.randn(1, 3, 32, 32)  # the same areas with fine photo-like texture
     shaded = flat + torch.linspace(0, 0.5, 32).view(1, 1, 1, 32)  # a gentle gradient across both
     outlined = flat.clone()
-    outlined[..., :, 8] = -1.0  # one more line inside an area: a step no larger than the cap's cost twice
+    outlined[..., :, 8] = -1.0  # one more dark line inside an area: two capped steps, whatever its darkness
     assert flat_colour_loss(flat).item() < 0.01
     assert flat_colour_loss(textured).item() > 5 * flat_colour_loss(flat).item()
     assert flat_colour_loss(shaded).item() > flat_colour_loss(flat).item()
