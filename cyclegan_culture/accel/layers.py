@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cyclegan_culture.accel import phase_conv, winograd_f2
-from cyclegan_culture.accel.winograd import winograd_conv3x3_reflect
+from cyclegan_culture.accel.winograd import bf16_inference_conv3x3_reflect, winograd_conv3x3_reflect
 
 if TYPE_CHECKING:
     from cyclegan_culture.accel.autotune import Autotuner
@@ -142,6 +142,11 @@ class ReflectionPad(nn.ReflectionPad2d):
         return reflect_pad(x, self.padding[0])
 
 
+# What the tuner times for a bf16 inference convolution (--amp in test.py, stylize, analyze): PyTorch's, and
+# Winograd's F(2x2, 3x3) and F(4x4, 3x3), the last with the most rounding (accel/winograd.py).
+BF16_INFERENCE_CANDIDATES = ("direct", "winograd_f2", "winograd_f4")
+
+
 class ResidualConv(nn.Conv2d):
     """The residual blocks' 3x3 convolution with its reflection padding of 1 (the reference's
     ``ReflectionPad2d(1)`` followed by an unpadded ``Conv2d``). A plain ``nn.Conv2d`` in its parameters and
@@ -151,7 +156,8 @@ class ResidualConv(nn.Conv2d):
     on CPU outside autocast; elsewhere it would not pay (GPU libraries choose their own algorithms), and the
     convolution is direct, except for bf16 inference in channels_last (test.py and stylize with --amp on CPU),
     which runs by F(2x2, 3x3) (accel/winograd_f2.py: faster, with more rounding) where 'winograd' forces it
-    and, under 'auto', from 256 channels."""
+    and, under 'auto', from 256 channels; with a tuner, 'auto' times direct, F(2x2, 3x3) and F(4x4, 3x3)
+    (BF16_INFERENCE_CANDIDATES) and takes the fastest."""
 
     algorithm = "direct"
     tuner: "Autotuner | None" = None  # under 'auto': times the candidates once per shape (accel/autotune.py)
@@ -169,15 +175,18 @@ class ResidualConv(nn.Conv2d):
         super().__init__(dim, dim, 3, padding=0, bias=use_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        winograd, f2 = self._uses_winograd(x), self._uses_winograd_f2(x)
+        winograd, f2, f4 = self._uses_winograd(x), self._uses_winograd_f2(x), False
         if self.algorithm == "auto" and self.tuner is not None and (winograd or f2 or self._could_use_winograd(x)):
             choice = self._tuned(x, "winograd" if winograd else "winograd_f2" if f2 else "direct")
-            winograd, f2 = choice == "winograd", choice == "winograd_f2"
+            winograd, f2, f4 = choice == "winograd", choice == "winograd_f2", choice == "winograd_f4"
         if winograd:
             # The filters are transformed on every call, also for fixed weights: keeping them cost 4x the weights
             # (170 MB for a default generator), which put test.py's peak above the reference's, for about 5% of
             # its inference time (docs/performance.md)
             return winograd_conv3x3_reflect(x, self.weight, self.bias)
+        if f4 and self.weight.dtype == x.dtype and not self.weight.requires_grad:  # bf16 inference
+            with torch.autocast("cpu", enabled=False):
+                return bf16_inference_conv3x3_reflect(x, self.weight, self.bias)
         if f2:
             transformed = fixed_weight_cache(self, "_winograd_f2_cache", winograd_f2.filters)
             if transformed is not None and transformed.dtype == x.dtype:  # bf16 inference with fixed weights
@@ -197,8 +206,10 @@ class ResidualConv(nn.Conv2d):
         """The tuner's choice for this input's shape, precision, layout and pass (training or inference), timed
         on detached copies (the layer's own gradients and caches are untouched)."""
         training, key = _tuning_key("residual_conv", x, self.weight)
-        if x.dtype == torch.bfloat16:  # inference in bf16: direct or F(2x2, 3x3)
-            return self.tuner.choose(key, lambda: self._bf16_candidates(x), default, ("direct", "winograd_f2"))
+        if x.dtype == torch.bfloat16:  # inference in bf16: direct, F(2x2, 3x3) or F(4x4, 3x3)
+            # the candidates are part of the key: plans made before F(4x4, 3x3) was one are timed again
+            key = f"{key} {'|'.join(BF16_INFERENCE_CANDIDATES)}"
+            return self.tuner.choose(key, lambda: self._bf16_candidates(x), default, BF16_INFERENCE_CANDIDATES)
         with torch.enable_grad() if training else torch.no_grad():
             return self.tuner.choose(key, lambda: self._fp32_candidates(x, training), default, ("direct", "winograd"))
 
@@ -215,7 +226,11 @@ class ResidualConv(nn.Conv2d):
         def f2() -> object:
             with torch.autocast("cpu", enabled=False):
                 return winograd_f2.conv3x3_reflect(sample, f2_filters, b)
-        return {"direct": direct, "winograd_f2": f2}
+
+        def f4() -> object:
+            with torch.autocast("cpu", enabled=False):
+                return bf16_inference_conv3x3_reflect(sample, w, b)
+        return {"direct": direct, "winograd_f2": f2, "winograd_f4": f4}
 
     def _fp32_candidates(self, x: torch.Tensor, training: bool) -> dict[str, Callable[[], object]]:
         sample = torch.randn_like(x)

@@ -6,8 +6,9 @@ and this CPU already runs direct convolutions at its matrix-multiply peak. Winog
 convolution needs 4x fewer multiply-adds, at the price of small linear transforms around one batched matrix
 multiply (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016). Forward, input gradient and
 weight gradient all use it. The results differ from direct convolution by rounding only (about 1e-5 of the
-output's magnitude in fp32); in bf16 that rounding would grow past bf16's own precision, so bf16 and autocast
-keep direct convolution.
+output's magnitude in fp32); in bf16 that rounding grows past bf16's own precision, so bf16 training and
+autocast keep direct convolution, and bf16 inference offers it only as one of the tuner's timed candidates
+(``bf16_inference_conv3x3_reflect``).
 
 Two things make it pay on this machine, both measured (docs/performance.md):
 - the reflection padding is part of the operation, so only the unpadded input is kept for the backward pass
@@ -375,6 +376,29 @@ def winograd_filters(weight: torch.Tensor) -> torch.Tensor:
     for inference with fixed weights, where computing them once saves a pass over 4x the weights' size per call."""
     _check_kernel(weight)
     return _filter_transform(weight).clone()
+
+
+def bf16_inference_conv3x3_reflect(x: torch.Tensor, weight: torch.Tensor,
+                                   bias: torch.Tensor | None = None) -> torch.Tensor:
+    """bf16 inference by F(4x4, 3x3): ``F.conv2d(F.pad(x, (1, 1, 1, 1), mode='reflect'), weight, bias)`` for a
+    channels_last ``x`` in the weight's dtype, without gradients.
+
+    36 multiplications per 4x4 output tile where direct convolution needs 144 and F(2x2, 3x3)
+    (accel/winograd_f2.py) 64: a 256-channel 64x64 convolution took 6.8 ms against 9.3 and 11.4 on a Zen 4
+    (docs/performance.md). The transforms' coefficients are exact in bf16 except the filter transform's
+    (1/6, 1/24), and each matrix multiply sums in fp32, but the transformed filters, tiles and products are
+    each rounded to bf16 and the output transform (weights up to 64) amplifies that rounding: one
+    convolution's mean error is about 10x direct bf16's, a trained generator's output about 1.3-1.7x direct
+    bf16's against fp32 (docs/performance.md). So bf16 inference (--amp) uses it only where the tuner times it
+    fastest, and never in training. The filters are transformed on every call (0.4 ms for 256 channels): kept,
+    they were 4x the weights (170 MB for test.py's two default generators), which put test.py's peak memory
+    above the reference's."""
+    _check_kernel(weight)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        raise ValueError("bf16_inference_conv3x3_reflect is for inference: no gradients")
+    if not _is_channels_last(x) or min(x.shape[-2:]) < 2:
+        raise ValueError(f"F(4x4, 3x3) inference needs a channels_last map of at least 2x2, got {tuple(x.shape)}")
+    return _nhwc_forward(x, _filter_transform(weight), bias)
 
 
 def winograd_conv3x3_reflect(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
