@@ -120,3 +120,75 @@ def test_a_random_default_generator_by_it_stays_within_four_times_direct_bf16s_e
     assert calls == 12
     # untrained weights amplify rounding most: 2.8x here; trained generators 1.3-1.7x (docs/performance.md)
     assert f4 < 4 * direct
+
+
+# --- the transformed filters kept for fixed weights ----------------------------------------------------------------
+def counting_transforms(monkeypatch) -> list[int]:
+    seen: list[int] = []
+    real = winograd._filter_transform
+    monkeypatch.setattr(winograd, "_filter_transform", lambda w: seen.append(1) or real(w))
+    return seen
+
+
+def test_fixed_weights_are_transformed_once_and_again_when_changed(monkeypatch):
+    cache = winograd._FilterCache(2 ** 30)
+    monkeypatch.setattr(winograd, "_bf16_filter_cache", lambda: cache)
+    seen = counting_transforms(monkeypatch)
+    weight = torch.randn(8, 8, 3, 3).bfloat16()
+    x = nhwc(torch.randn(1, 8, 8, 8).bfloat16())
+    with torch.no_grad():
+        first = winograd.bf16_inference_conv3x3_reflect(x, weight)
+        assert torch.equal(winograd.bf16_inference_conv3x3_reflect(x, weight), first) and len(seen) == 1
+        weight.mul_(2)  # changed in place: its version moves on
+        assert torch.allclose(winograd.bf16_inference_conv3x3_reflect(x, weight).float(), 2 * first.float(),
+                              rtol=0.02, atol=0.05)
+    assert len(seen) == 2
+    with torch.no_grad():  # weights that take gradients (a model being trained) are never kept
+        trained = torch.randn(8, 8, 3, 3).bfloat16().requires_grad_()
+        winograd.bf16_inference_conv3x3_reflect(x, trained)
+        winograd.bf16_inference_conv3x3_reflect(x, trained)
+    assert len(seen) == 4
+
+
+def test_the_cache_keeps_within_its_budget_dropping_the_least_recently_used(monkeypatch):
+    weights = [torch.randn(4, 4, 3, 3).bfloat16() for _ in range(3)]
+    one = 36 * 4 * 4 * 2  # bytes of one weight's transformed filters
+    cache = winograd._FilterCache(2 * one)
+    seen = counting_transforms(monkeypatch)
+    with torch.no_grad():
+        kept = [cache.get(w).data_ptr() for w in (weights[0], weights[1], weights[0])]
+        assert cache.get(weights[2]).data_ptr() == kept[1]  # pushed the second out, into its memory
+        assert len(seen) == 3 and cache.bytes == 2 * one
+        cache.get(weights[0])
+        cache.get(weights[2])
+        assert len(seen) == 3
+        cache.get(weights[1])
+        assert len(seen) == 4 and cache.bytes <= 2 * one
+        del weights[1:]  # a freed weight's filters go with it
+        import gc
+        gc.collect()
+        assert cache.bytes == 0  # the first had been pushed out by the second's return
+        small = winograd._FilterCache(one - 1)
+        assert small.get(weights[0]) is not None and small.bytes == 0  # too big for the budget: not kept
+
+
+def test_test_py_runs_each_generator_over_a_turn_of_photos(tmp_path, monkeypatch):
+    """So that each generator finds its transformed filters kept (the cache holds one generator's)."""
+    from cyclegan_culture.cli import main
+    from cyclegan_culture.engine import tester
+    from tests.conftest import make_dataset, make_run
+
+    data = make_dataset(tmp_path / "data", test_sizes=((40, 36), (31, 45), (24, 24)))
+    run = make_run(tmp_path / "ckpt" / "turns", "ink", seed=0)
+    (run / "latest_net_G_B.pth").write_bytes((run / "latest_net_G_A.pth").read_bytes())
+    calls: list[int] = []
+    real = tester.translate
+    monkeypatch.setattr(tester, "translate", lambda net, x, dtype=None: calls.append(id(net)) or real(net, x, dtype))
+    assert main(["test", "--dataroot", str(data), "--name", "turns", "--checkpoints_dir", str(tmp_path / "ckpt"),
+                 "--results_dir", str(tmp_path / "res"), "--gpu_ids", "-1"]) == 0
+    forward_a, backward_a = calls[0], calls[3]
+    assert forward_a != backward_a and calls[:6] == [forward_a] * 3 + [backward_a] * 3
+    assert calls[6:] == [backward_a] * 3 + [forward_a] * 3  # B -> A and back
+    page = (tmp_path / "res" / "turns" / "test_latest" / "index.html").read_text(encoding="utf-8")
+    assert page.index("ta0_real_A") < page.index("ta1_real_A") < page.index("ta2_real_A")
+    assert (tmp_path / "res" / "turns" / "test_latest" / "images" / "ta2_rec_A.png").is_file()

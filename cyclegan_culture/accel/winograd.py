@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import functools
 import threading
+import weakref
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -378,6 +380,84 @@ def winograd_filters(weight: torch.Tensor) -> torch.Tensor:
     return _filter_transform(weight).clone()
 
 
+class _FilterCache:
+    """Transformed filters of fixed weights (bf16 inference), kept within a memory budget, the least recently used
+    dropped first. A default generator's 18 residual convolutions need 85 MB of them (4x their bf16 weights), so
+    the budget holds one generator's: test.py runs a batch of photos through one generator, then the other
+    (engine/tester.py), and each of its generators finds its filters kept for all but the batch's first photo.
+    Entries follow their weight: a weight changed in place (its version) is transformed again, a freed one's
+    entry is dropped."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget_bytes = budget_bytes
+        self._entries: OrderedDict[int, tuple[weakref.ref, tuple[int, int], torch.Tensor]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def keeps(weight: torch.Tensor) -> bool:
+        """Only weights that cannot change unseen: no gradients, and a version counter (not an inference
+        tensor)."""
+        return not weight.requires_grad and not torch.is_grad_enabled() and not weight.is_inference()
+
+    def get(self, weight: torch.Tensor) -> torch.Tensor:
+        stamp = (weight.data_ptr(), weight._version)
+        with self._lock:
+            entry = self._entries.get(id(weight))
+            if entry is not None and entry[0]() is weight and entry[1] == stamp:
+                self._entries.move_to_end(id(weight))
+                return entry[2]
+        filters = _filter_transform(weight)  # a workspace view
+        size = filters.numel() * filters.element_size()
+        if size > self.budget_bytes:
+            return filters
+        with self._lock:
+            self._drop(id(weight))
+            reused = None
+            while self._entries and self._bytes + size > self.budget_bytes:
+                dropped = self._drop(next(iter(self._entries)))
+                if reused is None and dropped is not None and dropped.shape == filters.shape \
+                        and dropped.dtype == filters.dtype:
+                    reused = dropped
+            # the dropped entry's memory, where it fits: fresh multi-megabyte tensors at every turn of test.py's
+            # generators fragmented the heap (its peak memory moved by 60 MB from run to run)
+            kept = reused.copy_(filters) if reused is not None else filters.clone()
+            key = id(weight)
+            self._entries[key] = (weakref.ref(weight, lambda _, key=key: self.forget(key)), stamp, kept)
+            self._bytes += size
+        return kept
+
+    def forget(self, key: int) -> None:
+        with self._lock:
+            self._drop(key)
+
+    def _drop(self, key: int) -> torch.Tensor | None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return None
+        self._bytes -= entry[2].numel() * entry[2].element_size()
+        return entry[2]
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+
+# one generator's worth (85 MB for the default generator's bf16 filters), so test.py's peak memory stays below
+# the reference's (docs/performance.md)
+BF16_FILTER_CACHE_BYTES = 96 * 2 ** 20
+_thread_caches = threading.local()
+
+
+def _bf16_filter_cache() -> _FilterCache:
+    """This thread's cache: one per thread, as for the workspace, so a dropped entry's memory can be reused
+    while no other thread is computing with it."""
+    cache = getattr(_thread_caches, "cache", None)
+    if cache is None:
+        cache = _thread_caches.cache = _FilterCache(BF16_FILTER_CACHE_BYTES)
+    return cache
+
+
 def bf16_inference_conv3x3_reflect(x: torch.Tensor, weight: torch.Tensor,
                                    bias: torch.Tensor | None = None) -> torch.Tensor:
     """bf16 inference by F(4x4, 3x3): ``F.conv2d(F.pad(x, (1, 1, 1, 1), mode='reflect'), weight, bias)`` for a
@@ -390,15 +470,16 @@ def bf16_inference_conv3x3_reflect(x: torch.Tensor, weight: torch.Tensor,
     each rounded to bf16 and the output transform (weights up to 64) amplifies that rounding: one
     convolution's mean error is about 10x direct bf16's, a trained generator's output about 1.3-1.7x direct
     bf16's against fp32 (docs/performance.md). So bf16 inference (--amp) uses it only where the tuner times it
-    fastest, and never in training. The filters are transformed on every call (0.4 ms for 256 channels): kept,
-    they were 4x the weights (170 MB for test.py's two default generators), which put test.py's peak memory
-    above the reference's."""
+    fastest, and never in training. The transformed filters of fixed weights are kept within a budget
+    (_FilterCache: all of them for test.py's two default generators, 170 MB, put its peak memory above the
+    reference's); the others are transformed on every call (0.6-1 ms for 256 channels)."""
     _check_kernel(weight)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         raise ValueError("bf16_inference_conv3x3_reflect is for inference: no gradients")
     if not _is_channels_last(x) or min(x.shape[-2:]) < 2:
         raise ValueError(f"F(4x4, 3x3) inference needs a channels_last map of at least 2x2, got {tuple(x.shape)}")
-    return _nhwc_forward(x, _filter_transform(weight), bias)
+    filters = _bf16_filter_cache().get(weight) if _FilterCache.keeps(weight) else _filter_transform(weight)
+    return _nhwc_forward(x, filters, bias)
 
 
 def winograd_conv3x3_reflect(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

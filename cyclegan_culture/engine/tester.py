@@ -182,8 +182,8 @@ def _translate_folder(opt: argparse.Namespace, folder: Path, sides: tuple[str, s
                       generators: tuple[torch.nn.Module, torch.nn.Module | None], dtype: torch.dtype | None,
                       images_dir: Path, section: Section, skipped: list[tuple[str, str]]) -> int:
     """Translate one folder's images and back (without a backward generator: only there), each into its own
-    files; rows go into ``section``. Returns how many were translated."""
-    (src, dst), (forward, backward) = sides, generators
+    files, in turns of up to TURN_IMAGES photos; rows go into ``section``. Returns how many were translated."""
+    src, dst = sides
     files, listing_skipped = image_folder(folder.parent, folder.name)
     for path, reason in listing_skipped:
         skipped.append((str(path), reason))
@@ -191,8 +191,8 @@ def _translate_folder(opt: argparse.Namespace, folder: Path, sides: tuple[str, s
     files = files[: opt.num_test] if opt.num_test else files
     stems = unique_names([Path(_output_stem(path, folder)) for path in files], files)
     as_train = Preprocess(opt.preprocess, opt.load_size, opt.crop_size, flip=False)
-    device = next(forward.parameters()).device
-    count = 0
+    device = next(generators[0].parameters()).device
+    count, batch, batch_values = 0, [], 0
     for path, stem in progress(list(zip(files, stems)), desc=f"{src} -> {dst}", unit="img"):
         try:
             img = load_rgb(path)
@@ -202,21 +202,49 @@ def _translate_folder(opt: argparse.Namespace, folder: Path, sides: tuple[str, s
             continue
         if opt.test_preprocess == "as_train":
             img = as_train(img, random.Random(f"{opt.seed}:test:{path.name}"))
-        real = pil_to_tensor(img).unsqueeze(0).to(device)
+        batch.append((path, stem, pil_to_tensor(img).unsqueeze(0).to(device)))
+        batch_values += batch[-1][2].numel()
+        if len(batch) == TURN_IMAGES or batch_values >= TURN_VALUES:
+            count += _translate_turn(opt, batch, sides, generators, dtype, images_dir, section)
+            batch, batch_values = [], 0
+    return count + _translate_turn(opt, batch, sides, generators, dtype, images_dir, section)
+
+
+# Photos translated per turn of each generator (all forward, then all back), at most TURN_VALUES values of
+# them: a generator's bf16 inference keeps its transformed filters only while it runs (accel/winograd.py's
+# budget holds one generator's), so alternating generators photo by photo would transform them every call.
+# Each turn holds its translations until they go back (8 photos at 256 px: 6 MB).
+TURN_IMAGES = 8
+TURN_VALUES = TURN_IMAGES * 3 * 256 * 256
+
+
+def _translate_turn(opt: argparse.Namespace, batch: list[tuple[Path, str, torch.Tensor]], sides: tuple[str, str],
+                    generators: tuple[torch.nn.Module, torch.nn.Module | None], dtype: torch.dtype | None,
+                    images_dir: Path, section: Section) -> int:
+    """Translate the loaded photos of ``batch`` (emptied: each photo is written and let go as soon as it is
+    translated) one by one with the forward generator, then back, writing each one's files; their rows go into
+    ``section`` in order. Returns how many."""
+    (src, dst), (forward, backward) = sides, generators
+    rows, fakes = [], []
+
+    def save(stem: str, label: str, tensor: torch.Tensor, caption: str) -> Cell:
+        atomic_save_image(_stretched(tensor_to_pil(tensor), opt.aspect_ratio), images_dir / f"{stem}_{label}.png")
+        return Cell(f"images/{stem}_{label}.png", caption)
+
+    # the columns' headers say translation / reconstruction; only the input is captioned (its file name)
+    while batch:
+        path, stem, real = batch.pop(0)
         with torch.inference_mode():
             fake = translate(forward, real, dtype)
-            rec = translate(backward, fake, dtype) if backward is not None else None
-        row = []
-        # the columns' headers say translation / reconstruction; only the input is captioned (its file name)
-        for label, tensor, caption in ((f"real_{src}", real, path.name), (f"fake_{dst}", fake, ""),
-                                       (f"rec_{src}", rec, "")):
-            if tensor is None:
-                continue
-            atomic_save_image(_stretched(tensor_to_pil(tensor), opt.aspect_ratio), images_dir / f"{stem}_{label}.png")
-            row.append(Cell(f"images/{stem}_{label}.png", caption))
+        rows.append((stem, [save(stem, f"real_{src}", real, path.name), save(stem, f"fake_{dst}", fake, "")]))
+        fakes.append(fake)
+    for (stem, row), fake in zip(rows, fakes):
+        if backward is not None:
+            with torch.inference_mode():
+                rec = translate(backward, fake, dtype)
+            row.append(save(stem, f"rec_{src}", rec, ""))
         section.rows.append(row)
-        count += 1
-    return count
+    return len(rows)
 
 
 def _stretched(image: Image.Image, aspect_ratio: float) -> Image.Image:
