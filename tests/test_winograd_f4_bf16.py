@@ -192,3 +192,27 @@ def test_test_py_runs_each_generator_over_a_turn_of_photos(tmp_path, monkeypatch
     page = (tmp_path / "res" / "turns" / "test_latest" / "index.html").read_text(encoding="utf-8")
     assert page.index("ta0_real_A") < page.index("ta1_real_A") < page.index("ta2_real_A")
     assert (tmp_path / "res" / "turns" / "test_latest" / "images" / "ta2_rec_A.png").is_file()
+
+
+def test_not_offered_where_its_workspace_would_outgrow_the_bound(monkeypatch):
+    """A whole 12-megapixel photo's maps (--tile 0) would need gigabytes of tiles: there only direct and
+    F(2x2, 3x3) are timed."""
+    conv = ResidualConv(8, True).bfloat16().to(memory_format=torch.channels_last).requires_grad_(False)
+    conv.algorithm = "auto"
+    offered = []
+
+    class Recording:
+        def choose(self, key, candidates, default, names=None):
+            offered.append((names, set(candidates())))
+            return default
+
+    conv.tuner = Recording()
+    x = nhwc(torch.randn(1, 8, 16, 16).bfloat16())
+    monkeypatch.setattr(layers, "BF16_F4_MAX_WORKSPACE_BYTES", winograd.bf16_inference_workspace_bytes(x, 8))
+    with torch.no_grad():
+        conv(x)
+        conv(nhwc(torch.randn(1, 8, 20, 16).bfloat16()))  # one more row of tiles: over the bound
+    assert offered[0][0] == BF16_INFERENCE_CANDIDATES and offered[0][1] == set(BF16_INFERENCE_CANDIDATES)
+    assert offered[1][0] == ("direct", "winograd_f2") and offered[1][1] == {"direct", "winograd_f2"}
+    assert winograd.bf16_inference_workspace_bytes(torch.empty(1, 128, 750, 1000, dtype=torch.bfloat16), 128) \
+        > layers.BF16_F4_MAX_WORKSPACE_BYTES  # the 4000x3000 photo's residual maps

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cyclegan_culture.accel import phase_conv, winograd_f2
-from cyclegan_culture.accel.winograd import bf16_inference_conv3x3_reflect, winograd_conv3x3_reflect
+from cyclegan_culture.accel.winograd import (bf16_inference_conv3x3_reflect, bf16_inference_workspace_bytes,
+                                             winograd_conv3x3_reflect)
 
 if TYPE_CHECKING:
     from cyclegan_culture.accel.autotune import Autotuner
@@ -145,6 +146,10 @@ class ReflectionPad(nn.ReflectionPad2d):
 # What the tuner times for a bf16 inference convolution (--amp in test.py, stylize, analyze): PyTorch's, and
 # Winograd's F(2x2, 3x3) and F(4x4, 3x3), the last with the most rounding (accel/winograd.py).
 BF16_INFERENCE_CANDIDATES = ("direct", "winograd_f2", "winograd_f4")
+# F(4x4, 3x3) is offered only where its tile workspace stays below this: for a whole 4000x3000 photo (--tile 0)
+# it took 4.9 GB against direct's 4.0 for 7% less time per convolution; up to 1024-px photos it costs 40-200 MB
+# (docs/performance.md)
+BF16_F4_MAX_WORKSPACE_BYTES = 128 * 2 ** 20
 
 
 class ResidualConv(nn.Conv2d):
@@ -209,11 +214,13 @@ class ResidualConv(nn.Conv2d):
         if x.dtype == torch.bfloat16:  # inference in bf16: direct, F(2x2, 3x3) or F(4x4, 3x3)
             # the candidates are part of the key: plans made before F(4x4, 3x3) was one are timed again
             key = f"{key} {'|'.join(BF16_INFERENCE_CANDIDATES)}"
-            return self.tuner.choose(key, lambda: self._bf16_candidates(x), default, BF16_INFERENCE_CANDIDATES)
+            with_f4 = bf16_inference_workspace_bytes(x, self.out_channels) <= BF16_F4_MAX_WORKSPACE_BYTES
+            names = BF16_INFERENCE_CANDIDATES if with_f4 else BF16_INFERENCE_CANDIDATES[:2]
+            return self.tuner.choose(key, lambda: self._bf16_candidates(x, with_f4), default, names)
         with torch.enable_grad() if training else torch.no_grad():
             return self.tuner.choose(key, lambda: self._fp32_candidates(x, training), default, ("direct", "winograd"))
 
-    def _bf16_candidates(self, x: torch.Tensor) -> dict[str, Callable[[], object]]:
+    def _bf16_candidates(self, x: torch.Tensor, with_f4: bool = True) -> dict[str, Callable[[], object]]:
         sample = torch.randn_like(x)
         w = self.weight.detach().to(torch.bfloat16)
         b = None if self.bias is None else self.bias.detach().to(torch.bfloat16)
@@ -230,7 +237,7 @@ class ResidualConv(nn.Conv2d):
         def f4() -> object:
             with torch.autocast("cpu", enabled=False):
                 return bf16_inference_conv3x3_reflect(sample, w, b)
-        return {"direct": direct, "winograd_f2": f2, "winograd_f4": f4}
+        return {"direct": direct, "winograd_f2": f2, **({"winograd_f4": f4} if with_f4 else {})}
 
     def _fp32_candidates(self, x: torch.Tensor, training: bool) -> dict[str, Callable[[], object]]:
         sample = torch.randn_like(x)

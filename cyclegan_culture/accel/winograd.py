@@ -458,6 +458,14 @@ def _bf16_filter_cache() -> _FilterCache:
     return cache
 
 
+def bf16_inference_workspace_bytes(x: torch.Tensor, out_channels: int) -> int:
+    """The largest of ``bf16_inference_conv3x3_reflect``'s tile buffers for input ``x``: 36 points per 4x4 tile
+    for every channel (2.25x the map), in x's dtype."""
+    n, channels, height, width = x.shape
+    tiles = -(-height // OUTPUT_TILE) * -(-width // OUTPUT_TILE)
+    return TILE_POINTS * n * tiles * max(channels, out_channels) * x.element_size()
+
+
 def bf16_inference_conv3x3_reflect(x: torch.Tensor, weight: torch.Tensor,
                                    bias: torch.Tensor | None = None) -> torch.Tensor:
     """bf16 inference by F(4x4, 3x3): ``F.conv2d(F.pad(x, (1, 1, 1, 1), mode='reflect'), weight, bias)`` for a
