@@ -19,16 +19,24 @@ def nhwc(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("n, c, k, h, w", [(1, 3, 5, 2, 2), (2, 5, 7, 6, 8), (1, 4, 4, 10, 4)])
-def test_equals_reflect_padded_direct_convolution_in_float64(n, c, k, h, w):
+def assert_exact_in_float64(conv, n: int, c: int, k: int, h: int, w: int) -> None:
+    """``conv(x, weight, bias)`` on float64 channels_last maps equals PyTorch's reflect-padded convolution up to
+    float64 rounding, and keeps the layout (shared by the bf16 algorithms' tests)."""
     gen = torch.Generator().manual_seed(n * 100 + h)
     x = nhwc(torch.randn(n, c, h, w, generator=gen, dtype=torch.float64))
     weight = torch.randn(k, c, 3, 3, generator=gen, dtype=torch.float64)
     bias = torch.randn(k, generator=gen, dtype=torch.float64)
     expected = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), weight, bias)
-    out = winograd_f2.conv3x3_reflect(x, winograd_f2.filters(weight), bias)
+    with torch.no_grad():
+        out = conv(x, weight, bias)
     assert out.shape == expected.shape and out.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(out, expected, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("n, c, k, h, w", [(1, 3, 5, 2, 2), (2, 5, 7, 6, 8), (1, 4, 4, 10, 4)])
+def test_equals_reflect_padded_direct_convolution_in_float64(n, c, k, h, w):
+    assert_exact_in_float64(lambda x, weight, bias: winograd_f2.conv3x3_reflect(x, winograd_f2.filters(weight), bias),
+                            n, c, k, h, w)
 
 
 def test_bf16_error_stays_within_three_times_direct_bf16s():

@@ -18,23 +18,12 @@ from cyclegan_culture.inference import translate
 from cyclegan_culture.models.networks import define_G
 from cyclegan_culture.pretrained import catalog
 from cyclegan_culture.runs import folder
-
-
-def nhwc(x: torch.Tensor) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last)
+from tests.test_winograd_f2 import assert_exact_in_float64, nhwc
 
 
 @pytest.mark.parametrize("n, c, k, h, w", [(1, 3, 5, 2, 2), (2, 5, 7, 6, 10), (1, 4, 4, 9, 13)])
 def test_equals_reflect_padded_direct_convolution_in_float64(n, c, k, h, w):
-    gen = torch.Generator().manual_seed(n * 100 + h)
-    x = nhwc(torch.randn(n, c, h, w, generator=gen, dtype=torch.float64))
-    weight = torch.randn(k, c, 3, 3, generator=gen, dtype=torch.float64)
-    bias = torch.randn(k, generator=gen, dtype=torch.float64)
-    expected = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), weight, bias)
-    with torch.no_grad():
-        out = winograd.bf16_inference_conv3x3_reflect(x, weight, bias)
-    assert out.shape == expected.shape and out.is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(out, expected, atol=1e-10, rtol=0)
+    assert_exact_in_float64(winograd.bf16_inference_conv3x3_reflect, n, c, k, h, w)  # odd sizes too
 
 
 def test_bf16_error_is_above_direct_bf16s_and_within_ten_times_it():
