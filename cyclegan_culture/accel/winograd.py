@@ -476,7 +476,7 @@ def bf16_inference_conv3x3_reflect(x: torch.Tensor, weight: torch.Tensor,
     (docs/performance.md). The transforms' coefficients are exact in bf16 except the filter transform's
     (1/6, 1/24), and each matrix multiply sums in fp32, but the transformed filters, tiles and products are
     each rounded to bf16 and the output transform (weights up to 64) amplifies that rounding: one
-    convolution's mean error is about 10x direct bf16's, a trained generator's output about 1.3-1.7x direct
+    convolution's mean error is about 10x direct bf16's, a trained generator's output about 1.3-1.8x direct
     bf16's against fp32 (docs/performance.md). So bf16 inference (--amp) uses it only where the tuner times it
     fastest, and never in training. The transformed filters of fixed weights are kept within a budget
     (_FilterCache: all of them for test.py's two default generators, 170 MB, put its peak memory above the
