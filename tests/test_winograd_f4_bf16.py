@@ -7,7 +7,6 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from cyclegan_culture.accel import layers, make_plan, plan as acceleration, winograd
@@ -18,7 +17,7 @@ from cyclegan_culture.inference import translate
 from cyclegan_culture.models.networks import define_G
 from cyclegan_culture.pretrained import catalog
 from cyclegan_culture.runs import folder
-from tests.test_winograd_f2 import assert_exact_in_float64, nhwc
+from tests.test_winograd_f2 import assert_exact_in_float64, bf16_errors, nhwc
 
 
 @pytest.mark.parametrize("n, c, k, h, w", [(1, 3, 5, 2, 2), (2, 5, 7, 6, 10), (1, 4, 4, 9, 13)])
@@ -27,20 +26,8 @@ def test_equals_reflect_padded_direct_convolution_in_float64(n, c, k, h, w):
 
 
 def test_bf16_error_is_above_direct_bf16s_and_within_ten_times_it():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 64, 16, 16, generator=gen)
-    weight = torch.randn(64, 64, 3, 3, generator=gen) * 0.05
-    exact = F.conv2d(F.pad(x.double(), (1, 1, 1, 1), mode="reflect"), weight.double())
-    xb, wb = nhwc(x.bfloat16()), weight.bfloat16()
-    direct = F.conv2d(F.pad(xb, (1, 1, 1, 1), mode="reflect"), wb)
-    with torch.no_grad():
-        fast = winograd.bf16_inference_conv3x3_reflect(xb, wb)
-
-    def error(y: torch.Tensor) -> float:
-        return ((y.double() - exact).abs().mean() / exact.abs().mean()).item()
-
-    assert fast.dtype == torch.bfloat16
-    assert error(direct) < error(fast) < 10 * error(direct)
+    direct, fast = bf16_errors(winograd.bf16_inference_conv3x3_reflect)
+    assert direct < fast < 10 * direct
 
 
 def test_refuses_gradients_and_nchw_maps():
