@@ -91,9 +91,10 @@ def inference_weights(net: nn.Module, dtype: torch.dtype | None, layout: str = "
     fp32 weights (11M for the default) were cast again on every call; storing them gives bit-identical outputs.
     In NHWC, oneDNN's bf16 convolutions of one image ran faster and without the layout copies NCHW costs
     (accel.layers.InstanceNorm keeps the maps in NHWC); the outputs differ from NCHW's by bf16 rounding only
-    (tests/test_speed_flags.py), and there the residual blocks run by Winograd's F(2x2, 3x3)
-    (accel.layers.ResidualConv). A 256x256 default generator call: 274 ms with autocast casting, 267 with bf16
-    weights, 252 with NHWC as well, 194 with Winograd (docs/performance.md). CUDA's fp16 keeps fp32 weights: not
+    (tests/test_speed_flags.py), and there the residual blocks run by Winograd's F(2x2, 3x3) or F(4x4, 3x3),
+    as the tuner times them (accel.layers.ResidualConv). A 256x256 default generator call: 274 ms with autocast
+    casting, 267 with bf16 weights, 252 with NHWC as well, 194 with F(2x2, 3x3) on the machine of those figures;
+    on a Zen 4 234-244 with F(2x2, 3x3), 185-201 with F(4x4, 3x3) (docs/performance.md). CUDA's fp16 keeps fp32 weights: not
     measured there."""
     weight = next((p for p in net.parameters() if p.is_floating_point()), None)
     if dtype is None and weight is not None and weight.dtype == torch.float32 and layout == "auto":
