@@ -240,6 +240,9 @@ def build_train_parser(prog: str = "cyclegan-culture train") -> argparse.Argumen
     t.add_argument("--lambda_flat", type=float, default=0.0, help="weight of the flat-colour loss: small colour "
                    "steps between neighbouring pixels of the translation cost, strong ones (outlines) do not, so "
                    "areas go flat inside their lines, as in woodblock prints (0: off)")
+    t.add_argument("--lambda_sky", type=float, default=0.0, help="weight of the graded-sky loss: where the photo "
+                   "has sky (smooth blocks from the top down), the translation's colour should change only from row "
+                   "to row, flat or graded as in a woodblock print's bokashi sky (0: off)")
     t.add_argument("--lambda_NCE", type=float, default=None, help="--model cut/fastcut: weight of the patchwise "
                    "contrastive loss that keeps the photo's content (CUT's flag; default: cut 1, fastcut 10)")
     t.add_argument("--lambda_inkwash", type=float, default=0.0, help="weight of the ink-wash discriminator (the "
@@ -473,7 +476,7 @@ def validate_train(opt: argparse.Namespace) -> None:
         raise UserError(f"--lr must be positive, got {opt.lr}")
     if opt.lambda_A < 0 or opt.lambda_B < 0 or opt.lambda_identity < 0:
         raise UserError("--lambda_A, --lambda_B and --lambda_identity must be 0 or more")
-    for flag in ("lambda_edge", "lambda_tone", "lambda_flat", *(critic.weight for critic in VIEW_CRITICS)):
+    for flag in ("lambda_edge", "lambda_tone", "lambda_flat", "lambda_sky", *(critic.weight for critic in VIEW_CRITICS)):
         if getattr(opt, flag) < 0:
             raise UserError(f"--{flag} must be 0 or more (0: off), got {getattr(opt, flag)}")
     if opt.lambda_NCE is not None and opt.lambda_NCE <= 0:

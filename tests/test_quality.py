@@ -16,8 +16,8 @@ from cyclegan_culture.eval import floors
 from cyclegan_culture.eval.judge import gather, load_judge, source_of, train_judge
 from cyclegan_culture.eval.judge_score import pair_by_name, score
 from cyclegan_culture.models.diffaugment import cutout, diff_augment, parse_policy, translation
-from cyclegan_culture.models.losses import (contour_view, edge_loss, edge_map, flat_colour_loss, ink_wash_view,
-                                            stroke_view, tone_loss, tone_map)
+from cyclegan_culture.models.losses import (contour_view, edge_loss, edge_map, flat_colour_loss, graded_sky_loss,
+                                            gaussian_blur, ink_wash_view, sky_mask, stroke_view, tone_loss, tone_map)
 from cyclegan_culture.runs import folder
 from tests.test_train_resume import make_trainer, stop_at
 
@@ -119,6 +119,59 @@ def test_the_flat_colour_loss_is_trained_logged_and_refused_below_zero(tiny_data
     assert "flat_A" in (cut.run_dir / "loss_log.txt").read_text()
     with pytest.raises(UserError, match="--lambda_flat must be 0 or more"):
         make_trainer(tiny_dataset, tmp_path / "ck2", "--lambda_flat", "-1")
+
+
+def landscape(size: int = 64, sky_rows: int = 32) -> torch.Tensor:
+    """A photo-like test image: a smooth sky with one strong soft-edged cloud above textured ground."""
+    generator = torch.Generator().manual_seed(0)
+    photo = torch.zeros(1, 3, size, size)
+    rows = torch.linspace(-0.2, 0.6, sky_rows).view(1, 1, sky_rows, 1)
+    photo[..., :sky_rows, :] = rows
+    cloud = torch.zeros(1, 1, size, size)
+    cloud[..., 4:14, 20:44] = 1.0
+    photo[..., :sky_rows, :] += 0.8 * gaussian_blur(cloud, 3.0)[..., :sky_rows, :]  # bright, strong, smooth
+    photo[..., sky_rows:, :] = -0.3 + 0.3 * torch.randn(1, 3, size - sky_rows, size, generator=generator)
+    return photo.clamp(-1, 1)
+
+
+def test_the_sky_mask_holds_smooth_skies_with_clouds_down_to_the_first_textured_block():
+    photo = landscape()
+    mask = sky_mask(photo)
+    assert mask.shape == (1, 1, 64, 64)
+    assert mask[..., :24, :].min() == 1  # the sky, its cloud included ...
+    assert mask[..., 32:, :].max() == 0  # ... not the ground (the block at the horizon may go either way)
+    # a textured block in the sky (a tree top) ends the sky in its columns only, the blocks under it too
+    tree = photo.clone()
+    tree[..., 8:16, 8:16] = 0.3 * torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    treed = sky_mask(tree)
+    assert treed[..., 8:, 8:16].max() == 0 and treed[..., :8, 8:16].min() == 1
+    assert torch.equal(treed[..., 16:], mask[..., 16:])
+    # ground from the top: no sky at all
+    assert sky_mask(torch.flip(photo, dims=[2])).sum() == 0
+
+
+def test_the_graded_sky_loss_costs_swirls_in_the_sky_not_bands_or_the_ground():
+    photo = landscape()
+    bands = torch.zeros(1, 3, 64, 64)
+    bands[..., :32, :] = torch.linspace(-1, 0.5, 32).view(1, 1, 32, 1)  # a bokashi: colour graded row by row
+    bands[..., 32:, :] = torch.rand(1, 3, 32, 64)  # whatever the ground, it costs nothing
+    assert graded_sky_loss(bands, photo).item() < 1e-6
+    swirled = bands.clone()
+    swirled[..., :32, :] += 0.3 * torch.sin(torch.arange(64.0) / 3).view(1, 1, 1, 64)  # colour across a row
+    assert graded_sky_loss(swirled, photo).item() > 0.1
+    # the photo itself, its cloud soft across the rows it is in, costs something, but less than swirls
+    assert 0 < graded_sky_loss(photo, photo).item() < graded_sky_loss(swirled, photo).item()
+    # a photo without sky: nothing to grade
+    assert graded_sky_loss(swirled, torch.flip(photo, dims=[2])).item() == 0
+
+
+def test_the_graded_sky_loss_is_trained_logged_by_both_models_and_refused_below_zero(tiny_dataset, tmp_path):
+    for model in ("cycle_gan", "cut"):
+        run = make_trainer(tiny_dataset, tmp_path / model, "--model", model, "--lambda_sky", "1",
+                           hooks=[stop_at(2)]).run()
+        assert "sky_A" in (run.run_dir / "loss_log.txt").read_text()
+    with pytest.raises(UserError, match="--lambda_sky must be 0 or more"):
+        make_trainer(tiny_dataset, tmp_path / "ck2", "--lambda_sky", "-1")
 
 
 # --- the ink-wash discriminator ----------------------------------------------------------------------------------

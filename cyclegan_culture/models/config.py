@@ -51,6 +51,7 @@ class ModelConfig(_Record):
     lambda_edge: float = 0.0  # weight of the loss that keeps the input's main edges in the translation
     lambda_tone: float = 0.0  # weight of the loss that keeps the input's light-and-dark layout (losses.tone_loss)
     lambda_flat: float = 0.0  # weight of the loss on small colour steps in the translation (flat areas: ukiyo-e)
+    lambda_sky: float = 0.0  # weight of the loss on ungraded colour in the translation's sky (bokashi: ukiyo-e)
     lambda_inkwash: float = 0.0  # weight of the adversarial term of a discriminator on blurred grey images (ink wash)
     lambda_contour: float = 0.0  # ... of a discriminator on edge maps (contours and flat areas: ukiyo-e)
     lambda_strokes: float = 0.0  # ... of a discriminator on the colour detail (broken strokes: impressionism)

@@ -18,7 +18,7 @@ from torch import nn
 from cyclegan_culture.models import networks
 from cyclegan_culture.models.base import TranslationModel, make_optimizer
 from cyclegan_culture.models.config import ModelConfig, TrainSchedule
-from cyclegan_culture.models.losses import GANLoss, edge_loss, flat_colour_loss, tone_loss
+from cyclegan_culture.models.losses import GANLoss, culture_trait_loss_names, culture_trait_losses, edge_loss, tone_loss
 
 NUM_PATCHES = 256
 TEMPERATURE = 0.07
@@ -100,7 +100,7 @@ class CUTModel(TranslationModel):
         names = ["D_A", "G_A", "NCE"] + (["NCE_Y"] if self.nce_identity else [])
         self.loss_names = (tuple(names) + (("edge_A",) if config.lambda_edge > 0 else ())
                            + (("tone_A",) if config.lambda_tone > 0 else ())
-                           + (("flat_A",) if config.lambda_flat > 0 else ()))
+                           + culture_trait_loss_names(config))
         if not self.is_train:
             self.G_A.eval()
             return
@@ -152,9 +152,9 @@ class CUTModel(TranslationModel):
             if cfg.lambda_tone > 0:
                 self.loss_tone_A = tone_loss(self.fake_B.float(), self.real_A) * cfg.lambda_tone
                 self.loss_G = self.loss_G + self.loss_tone_A
-            if cfg.lambda_flat > 0:
-                self.loss_flat_A = flat_colour_loss(self.fake_B.float()) * cfg.lambda_flat
-                self.loss_G = self.loss_G + self.loss_flat_A
+            for name, term in culture_trait_losses(cfg, self.fake_B.float(), self.real_A).items():
+                setattr(self, "loss_" + name, term)
+                self.loss_G = self.loss_G + term
         self.optimizer_G.zero_grad(set_to_none=True)
         self.scaler.scale(self.loss_G).backward()
         self.scaler.step(self.optimizer_G)

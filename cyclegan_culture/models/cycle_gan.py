@@ -18,13 +18,12 @@ from cyclegan_culture.models import networks
 from cyclegan_culture.models.base import TranslationModel, make_optimizer
 from cyclegan_culture.models.config import ModelConfig, TrainSchedule
 from cyclegan_culture.models.image_pool import ImagePool
-from cyclegan_culture.models.losses import (VIEW_CRITICS, GANLoss, edge_loss, flat_colour_loss, gradient_penalty,
-                                            tone_loss)
+from cyclegan_culture.models.losses import (VIEW_CRITICS, GANLoss, culture_trait_loss_names, culture_trait_losses,
+                                            edge_loss, gradient_penalty, tone_loss)
 
 LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
 EDGE_LOSS_NAMES = ("edge_A", "edge_B")
 TONE_LOSS_NAMES = ("tone_A", "tone_B")
-FLAT_LOSS_NAMES = ("flat_A",)  # on G_A's translations only: the flat areas are the culture's (B's) trait
 VISUAL_NAMES = ("real_A", "fake_B", "rec_A", "idt_B", "real_B", "fake_A", "rec_B", "idt_A")
 
 
@@ -66,7 +65,7 @@ class CycleGANModel(TranslationModel):
         self.view_critics = tuple(critic for critic in VIEW_CRITICS if getattr(config, critic.weight) > 0)
         self.loss_names = (LOSS_NAMES + (EDGE_LOSS_NAMES if config.lambda_edge > 0 else ())
                            + (TONE_LOSS_NAMES if config.lambda_tone > 0 else ())
-                           + (FLAT_LOSS_NAMES if config.lambda_flat > 0 else ())
+                           + culture_trait_loss_names(config)
                            + tuple(name for critic in self.view_critics
                                    for name in (critic.name, critic.generator_loss_name)))
         if not self.is_train:
@@ -180,9 +179,9 @@ class CycleGANModel(TranslationModel):
             self.loss_tone_A = tone_loss(self.fake_B.float(), self.real_A) * cfg.lambda_tone
             self.loss_tone_B = tone_loss(self.fake_A.float(), self.real_B) * cfg.lambda_tone
             loss = loss + self.loss_tone_A + self.loss_tone_B
-        if cfg.lambda_flat > 0:
-            self.loss_flat_A = flat_colour_loss(self.fake_B.float()) * cfg.lambda_flat
-            loss = loss + self.loss_flat_A
+        for name, term in culture_trait_losses(cfg, self.fake_B.float(), self.real_A).items():
+            setattr(self, "loss_" + name, term)
+            loss = loss + term
         for critic in self.view_critics:
             seen = critic.view(self._critic_input(self.fake_B))
             term = self.criterionGAN(self.critic_run[critic.name](seen), True, for_discriminator=False)

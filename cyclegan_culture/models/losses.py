@@ -1,10 +1,10 @@
 """GAN objectives (lsgan, the CycleGAN default; vanilla, wgangp with gradient penalty, hinge), the culture-aware
-losses (edge, tone) and the views that the culture-aware discriminators see (``VIEW_CRITICS``)."""
+losses (edge, tone, flat colour, graded sky) and the views that the culture-aware discriminators see (``VIEW_CRITICS``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -104,6 +104,34 @@ def flat_colour_loss(translated: torch.Tensor) -> torch.Tensor:
     return (steps_x.mean() + steps_y.mean()) / 2
 
 
+SKY_TEXTURE = 0.04  # mean fine detail (grey, [-1, 1]) of an 8x8 block above which it is not sky
+SKY_BLOCK = 8
+
+
+def sky_mask(photo: torch.Tensor) -> torch.Tensor:
+    """Where a photo has sky, as a (N, 1, H, W) 0/1 mask: in each column, the blocks of 8x8 pixels from the top down
+    to the first one with fine texture (the mean of the grey image minus its 1-pixel Gaussian blur above
+    SKY_TEXTURE). Clouds, sunsets and night skies are smooth at that scale even where their edges are strong;
+    foliage, rock, buildings and water are not, and the first of them ends the sky (docs/quality.md section 17)."""
+    grey = photo.mean(dim=1, keepdim=True)
+    detail = (grey - gaussian_blur(grey, 1.0)).abs()
+    textured = torch.nn.functional.avg_pool2d(detail, SKY_BLOCK, ceil_mode=True) > SKY_TEXTURE
+    below_ground = textured.to(photo.dtype).cummax(dim=2).values
+    return torch.nn.functional.interpolate(1 - below_ground, size=photo.shape[-2:], mode="nearest")
+
+
+def graded_sky_loss(translated: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """How far the translation's sky (``sky_mask`` of the source photo) is from graded colour: the mean distance of
+    each sky pixel from its row's mean sky colour. A woodblock print's sky is flat or graded band by band (bokashi:
+    colour fading from the top); the models painted photos' clouds as soft swirls that the judge took for
+    impressionism (docs/quality.md section 16). Rows without sky, and photos without any, cost nothing."""
+    mask = sky_mask(source)
+    row_pixels = mask.sum(dim=3, keepdim=True)
+    row_mean = (translated * mask).sum(dim=3, keepdim=True) / row_pixels.clamp(min=1)
+    distance = (translated - row_mean).abs().mean(dim=1, keepdim=True) * mask
+    return distance.sum() / mask.sum().clamp(min=1)
+
+
 def edge_loss(translated: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     """L1 between the edge maps of a translation and its source: the photo's main edges kept as strokes (the
     idea of ChipGAN's brush-stroke loss, without its pretrained edge detector)."""
@@ -164,3 +192,22 @@ VIEW_CRITICS = (
     ViewCritic("D_line", "lambda_contour", contour_view, 1, "contours and flat areas (ukiyo-e)"),
     ViewCritic("D_stroke", "lambda_strokes", stroke_view, 3, "broken brush strokes (impressionism)"),
 )
+
+
+# The losses on G_A's translations alone that bring one trait of the target culture (B), not the photo: the flat
+# areas and graded skies of a woodblock print. (loss name, ModelConfig weight, loss of (translation, photo))
+CULTURE_TRAIT_LOSSES: tuple[tuple[str, str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]], ...] = (
+    ("flat_A", "lambda_flat", lambda translated, source: flat_colour_loss(translated)),
+    ("sky_A", "lambda_sky", graded_sky_loss),
+)
+
+
+def culture_trait_losses(config: Any, translated: torch.Tensor, source: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The weighted ``CULTURE_TRAIT_LOSSES`` that ``config`` turns on, by loss name."""
+    return {name: loss(translated, source) * getattr(config, weight)
+            for name, weight, loss in CULTURE_TRAIT_LOSSES if getattr(config, weight) > 0}
+
+
+def culture_trait_loss_names(config: Any) -> tuple[str, ...]:
+    return tuple(name for name, weight, _ in CULTURE_TRAIT_LOSSES if getattr(config, weight) > 0)
+
