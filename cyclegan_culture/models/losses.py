@@ -209,5 +209,6 @@ def culture_trait_losses(config: Any, translated: torch.Tensor, source: torch.Te
 
 
 def culture_trait_loss_names(config: Any) -> tuple[str, ...]:
+    """The names (for logs) of the ``CULTURE_TRAIT_LOSSES`` that ``config`` turns on."""
     return tuple(name for name, weight, _ in CULTURE_TRAIT_LOSSES if getattr(config, weight) > 0)
 
