@@ -360,6 +360,10 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
         raise UserError(f"--load_iter must be 0 or more, got {opt.load_iter}")
     if opt.load_iter > 0:  # the reference's load suffix
         opt.epoch = f"iter_{opt.load_iter}"
+    if "n_layers_D" in opt._explicit and getattr(opt, "netD", "n_layers") != "n_layers":
+        # the reference ignores it silently; a run trained believing otherwise is an hour lost
+        print(f"note: --n_layers_D {opt.n_layers_D} has no effect with --netD {opt.netD} (basic is always 3 layers); "
+              "add --netD n_layers to use it")
     if opt.use_wandb:
         print("note: --use_wandb: Weights & Biases is not supported (it needs the internet); use --tensorboard "
               "(train.py) or Visdom (--display_id 1) to watch training")

@@ -180,3 +180,13 @@ def test_test_py_with_only_test_a_translates_a_and_says_b_is_missing(messy, tmp_
     proc = run(str(ROOT / "test.py"), "--dataroot", str(only_a), "--name", "messy", "--checkpoints_dir",
                str(root / "ckpt"), "--results_dir", str(tmp_path / "r"), cwd=tmp_path)
     assert proc.returncode == 0 and "testB not found" in proc.stdout + proc.stderr
+
+
+def test_n_layers_d_without_the_n_layers_discriminator_says_it_is_ignored(capsys):
+    from cyclegan_culture import options
+    parser = options.build_train_parser()
+    options.parse(parser, ["--dataroot", "x", "--n_layers_D", "2"])
+    assert "--n_layers_D 2 has no effect with --netD basic" in capsys.readouterr().out
+    options.parse(parser, ["--dataroot", "x", "--netD", "n_layers", "--n_layers_D", "2"])
+    options.parse(parser, ["--dataroot", "x"])
+    assert "n_layers_D" not in capsys.readouterr().out
