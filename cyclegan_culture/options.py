@@ -362,8 +362,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
         opt.epoch = f"iter_{opt.load_iter}"
     if "n_layers_D" in opt._explicit and getattr(opt, "netD", "n_layers") != "n_layers":
         # the reference ignores it silently; a run trained believing otherwise is an hour lost
-        print(f"note: --n_layers_D {opt.n_layers_D} has no effect with --netD {opt.netD} (basic is always 3 layers); "
-              "add --netD n_layers to use it")
+        print(f"note: --n_layers_D {opt.n_layers_D} has no effect with --netD {opt.netD} (basic has 3 layers, "
+              "pixel 1); add --netD n_layers to use it")
     if opt.use_wandb:
         print("note: --use_wandb: Weights & Biases is not supported (it needs the internet); use --tensorboard "
               "(train.py) or Visdom (--display_id 1) to watch training")
@@ -480,7 +480,8 @@ def validate_train(opt: argparse.Namespace) -> None:
         raise UserError(f"--lr must be positive, got {opt.lr}")
     if opt.lambda_A < 0 or opt.lambda_B < 0 or opt.lambda_identity < 0:
         raise UserError("--lambda_A, --lambda_B and --lambda_identity must be 0 or more")
-    for flag in ("lambda_edge", "lambda_tone", "lambda_flat", "lambda_sky", *(critic.weight for critic in VIEW_CRITICS)):
+    for flag in ("lambda_edge", "lambda_tone", "lambda_flat", "lambda_sky",
+                 *(critic.weight for critic in VIEW_CRITICS)):
         if getattr(opt, flag) < 0:
             raise UserError(f"--{flag} must be 0 or more (0: off), got {getattr(opt, flag)}")
     if opt.lambda_NCE is not None and opt.lambda_NCE <= 0:

@@ -13,8 +13,8 @@ CULTURE_FILE = "culture.json"
 # What a culture may change in a preset: the weights of the losses that keep the photo (identity, edge, tone and the
 # cycle's), which decide how far a translation may move from it, and whose best values differ by culture
 # (docs/quality.md sections 9 and 10), and of the culture-specific ones (the ink wash, section 11).
-PRESET_KEYS = ("lambda_identity", "lambda_edge", "lambda_tone", "lambda_flat", "lambda_sky", "lambda_A", "lambda_B",
-               "lambda_inkwash", "lambda_contour", "lambda_strokes", "lambda_NCE")
+PRESET_KEYS = ("lambda_identity", "lambda_edge", "lambda_tone", "lambda_flat", "lambda_sky", "lambda_A",
+               "lambda_B", "lambda_inkwash", "lambda_contour", "lambda_strokes", "lambda_NCE")
 # ... and which model family it trains ("model": "cut"): the one-generator CUT, with less of its contrastive weight,
 # brings impressionism at a structure CycleGAN's cycle trades away (section 13). Checked against the model registry
 # by options.py, since the data layer does not import the models.

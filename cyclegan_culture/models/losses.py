@@ -1,5 +1,6 @@
 """GAN objectives (lsgan, the CycleGAN default; vanilla, wgangp with gradient penalty, hinge), the culture-aware
-losses (edge, tone, flat colour, graded sky) and the views that the culture-aware discriminators see (``VIEW_CRITICS``)."""
+losses (edge, tone, flat colour, graded sky) and the views that the culture-aware discriminators see
+(``VIEW_CRITICS``)."""
 
 from __future__ import annotations
 
@@ -211,4 +212,3 @@ def culture_trait_losses(config: Any, translated: torch.Tensor, source: torch.Te
 def culture_trait_loss_names(config: Any) -> tuple[str, ...]:
     """The names (for logs) of the ``CULTURE_TRAIT_LOSSES`` that ``config`` turns on."""
     return tuple(name for name, weight, _ in CULTURE_TRAIT_LOSSES if getattr(config, weight) > 0)
-
