@@ -16,8 +16,10 @@ from cyclegan_culture.eval import floors
 from cyclegan_culture.eval.judge import gather, load_judge, source_of, train_judge
 from cyclegan_culture.eval.judge_score import pair_by_name, score
 from cyclegan_culture.models.diffaugment import cutout, diff_augment, parse_policy, translation
+from cyclegan_culture.models import networks
 from cyclegan_culture.models.losses import (contour_view, edge_loss, edge_map, flat_colour_loss, graded_sky_loss,
-                                            gaussian_blur, ink_wash_view, sky_mask, stroke_view, tone_loss, tone_map)
+                                            gaussian_blur, ink_wash_view, r1_penalty, sky_mask, stroke_view, tone_loss,
+                                            tone_map)
 from cyclegan_culture.runs import folder
 from tests.test_train_resume import make_trainer, stop_at
 
@@ -244,6 +246,56 @@ def test_each_culture_critic_is_trained_saved_and_fixed_on_resume(tiny_dataset, 
         make_trainer(tiny_dataset, tmp_path / "ck3", flag, "-1")
     with pytest.raises(UserError, match="CycleGAN's only"):
         make_trainer(tiny_dataset, tmp_path / "ck4", flag, "1", "--model", "cut")
+
+
+# --- regularised discriminators (R1, spectral norm) -------------------------------------------------------------
+def test_r1_is_the_squared_input_gradient_of_the_patch_sum_and_trains_the_discriminator():
+    critic = torch.nn.Conv2d(3, 1, 1, bias=True)  # linear: each patch's gradient is the weight vector
+    with torch.no_grad():
+        critic.weight.copy_(torch.tensor([1.0, -2.0, 0.5]).view(1, 3, 1, 1))
+    real = torch.randn(2, 3, 8, 8)
+    penalty = r1_penalty(critic, real)
+    assert penalty.item() == pytest.approx(8 * 8 * (1 + 4 + 0.25))  # per image, whatever the images
+    penalty.backward()  # twice differentiable: the penalty moves the discriminator's weights
+    assert critic.weight.grad.abs().sum() > 0 and not real.requires_grad
+
+
+def test_spectral_norm_bounds_each_discriminator_convolution_and_is_off_by_default():
+    plain = networks.define_D(3, 8, "basic")
+    bounded = networks.define_D(3, 8, "basic", spectral_norm=True)
+    assert not any("parametrizations" in key for key in plain.state_dict())  # the reference's keys
+    for _ in range(20):  # training-mode calls run the power iteration
+        bounded(torch.randn(1, 3, 32, 32))
+    convs = [m for m in bounded.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 5
+    for conv in convs:
+        assert torch.linalg.matrix_norm(conv.weight.flatten(1), ord=2).item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_r1_runs_every_fourth_step_in_both_models(tiny_dataset, tmp_path):
+    def critic_after(steps: int, model: str, *flags: str) -> dict[str, torch.Tensor]:
+        run = make_trainer(tiny_dataset, tmp_path / f"{model}{steps}{len(flags)}", "--model", model, *flags,
+                           "--pool_size", "0", hooks=[stop_at(steps)]).run()
+        return torch.load(run.run_dir / "latest_net_D_A.pth", weights_only=True)
+
+    for model in ("cycle_gan", "cut"):
+        plain, penalised = critic_after(3, model), critic_after(3, model, "--lambda_r1", "10")
+        assert all(torch.equal(plain[k], penalised[k]) for k in plain)  # steps 1-3: no penalty
+        plain, penalised = critic_after(4, model), critic_after(4, model, "--lambda_r1", "10")
+        assert any(not torch.equal(plain[k], penalised[k]) for k in plain)  # step 4: penalised
+
+
+def test_spectral_norm_trains_resumes_and_cannot_be_switched_on_mid_run(tiny_dataset, tmp_path):
+    run = make_trainer(tiny_dataset, tmp_path / "sn", "--spectral_norm", "--lambda_r1", "0.01",
+                       hooks=[stop_at(4)]).run()
+    assert any("parametrizations" in key for key in torch.load(run.run_dir / "latest_net_D_A.pth",
+                                                                   weights_only=True))
+    assert not make_trainer(tiny_dataset, tmp_path / "sn", "--continue_train").run().interrupted  # inherits it
+    make_trainer(tiny_dataset, tmp_path / "plain", hooks=[stop_at(2)]).run()
+    with pytest.raises(UserError, match="--spectral_norm on: the run was trained with --spectral_norm off"):
+        make_trainer(tiny_dataset, tmp_path / "plain", "--spectral_norm", "--continue_train")
+    with pytest.raises(UserError, match="--lambda_r1 must be 0 or more"):
+        make_trainer(tiny_dataset, tmp_path / "ck", "--lambda_r1", "-1")
 
 
 # --- averaged generators -----------------------------------------------------------------------------------------

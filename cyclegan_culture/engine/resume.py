@@ -36,6 +36,7 @@ FIXED: dict[str, str] = {
     "optimizer": "the optimizer's state was built for it", "beta1": "the optimizer's state was built for it",
     "weight_decay": "the optimizer's state was built for it", "lr_policy": "the schedule's state was built for it",
     "pool_size": "the replay buffers were built for it", "ema_decay": "the averaged generators were built for it",
+    "spectral_norm": "the discriminators' weights were built for it",
     **{critic.weight: f"the discriminator for {critic.trait} is built or not for it" for critic in VIEW_CRITICS},
     "preset": "the run's flags come from its training state",
 }

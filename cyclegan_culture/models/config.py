@@ -45,6 +45,8 @@ class ModelConfig(_Record):
     lambda_B: float = 10.0
     lambda_identity: float = 0.5
     lambda_gp: float = 10.0
+    spectral_norm: bool = False  # the discriminators' convolutions spectrally normalised
+    lambda_r1: float = 0.0  # weight of the R1 penalty: the discriminators' gradient on real images
     pool_size: int = 50
     diffaugment: str = ""  # the discriminators' input augmentations, e.g. "color,translation,cutout"
     ema_decay: float = 0.0  # > 0: inference uses an exponential moving average of each generator's weights

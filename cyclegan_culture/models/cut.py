@@ -110,8 +110,7 @@ class CUTModel(TranslationModel):
             channels = [f.shape[1] for f in encode(self.G_A, probe, self.layers)]
         self.F = PatchSampler(channels).to(device)
         networks.init_weights(self.F, "xavier", config.init_gain)
-        self.D_A = plan.apply(networks.define_D(config.output_nc, config.ndf, config.netD, config.n_layers_D,
-                                                config.norm, config.init_type, config.init_gain))
+        self.D_A = self._define_critic(config.output_nc)
         self.nets.update(D_A=self.D_A, F=self.F)
         self.criterionGAN = GANLoss(config.gan_mode).to(device)
         self.optimizer_G = make_optimizer(list(self.G_A.parameters()) + list(self.F.parameters()), schedule, device)
@@ -169,6 +168,7 @@ class CUTModel(TranslationModel):
             else:
                 pred_real, pred_fake = self.run["D_A"](real), self.run["D_A"](fake)
             self.loss_D_A = (self.criterionGAN(pred_real, True) + self.criterionGAN(pred_fake, False)) * 0.5
+            self.loss_D_A = self.loss_D_A + self._critic_regularisation("D_A", real)
         self.optimizer_D.zero_grad(set_to_none=True)
         self.scaler.scale(self.loss_D_A).backward()
         self.scaler.step(self.optimizer_D)

@@ -72,15 +72,11 @@ class CycleGANModel(TranslationModel):
             for net in self.nets.values():
                 net.eval()
             return
-        self.D_A = plan.apply(networks.define_D(config.output_nc, config.ndf, config.netD, config.n_layers_D, config.norm,
-                                                config.init_type, config.init_gain))
-        self.D_B = plan.apply(networks.define_D(config.input_nc, config.ndf, config.netD, config.n_layers_D, config.norm,
-                                                config.init_type, config.init_gain))
+        self.D_A = self._define_critic(config.output_nc)
+        self.D_B = self._define_critic(config.input_nc)
         self.nets.update(D_A=self.D_A, D_B=self.D_B)
         for critic in self.view_critics:  # each judges B's side only: the culture's paintings, G_A's translations
-            self.nets[critic.name] = plan.apply(networks.define_D(critic.channels, config.ndf, config.netD,
-                                                                  config.n_layers_D, config.norm, config.init_type,
-                                                                  config.init_gain))
+            self.nets[critic.name] = self._define_critic(critic.channels)
             self.CRITICS = (*self.CRITICS, critic.name)
         # One RNG for both replay buffers, so the training state can save and restore it.
         self.fake_A_pool = ImagePool(config.pool_size, self.pool_rng)
@@ -204,6 +200,7 @@ class CycleGANModel(TranslationModel):
         else:
             pred_real, pred_fake = netD(real), netD(fake)
         loss = (self.criterionGAN(pred_real, True) + self.criterionGAN(pred_fake, False)) * 0.5
+        loss = loss + self._critic_regularisation(name, real)
         if self.config.gan_mode == "wgangp":
             # double backward: in fp32, through the eager network (compiled graphs do not support it)
             with torch.autocast(self.device.type, enabled=False):

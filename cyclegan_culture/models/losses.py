@@ -1,5 +1,5 @@
-"""GAN objectives (lsgan, the CycleGAN default; vanilla, wgangp with gradient penalty, hinge), the culture-aware
-losses (edge, tone, flat colour, graded sky) and the views that the culture-aware discriminators see
+"""GAN objectives (lsgan, the CycleGAN default; vanilla, wgangp with gradient penalty, hinge), the R1 penalty, the
+culture-aware losses (edge, tone, flat colour, graded sky) and the views that the culture-aware discriminators see
 (``VIEW_CRITICS``)."""
 
 from __future__ import annotations
@@ -53,6 +53,17 @@ def gradient_penalty(netD: nn.Module, real: torch.Tensor, fake: torch.Tensor, co
                                 create_graph=True, retain_graph=True, only_inputs=True)[0]
     grads = grads.reshape(real.shape[0], -1)
     return ((grads.float().norm(2, dim=1) - constant) ** 2).mean()
+
+
+def r1_penalty(netD: nn.Module, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al., 2018): the squared norm of the discriminator's gradient at real images, averaged
+    over the batch. Each patch prediction counts as one logit (the gradient of their sum), as StyleGAN's one
+    logit per image does. It keeps the discriminator flat around the paintings it has seen, so a few dozen of
+    them are not learnt by heart."""
+    real = real.detach().requires_grad_(True)
+    out = netD(real)
+    grads = torch.autograd.grad(outputs=out.sum(), inputs=real, create_graph=True, only_inputs=True)[0]
+    return grads.float().square().reshape(real.shape[0], -1).sum(dim=1).mean()
 
 
 def edge_map(x: torch.Tensor) -> torch.Tensor:

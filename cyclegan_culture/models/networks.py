@@ -231,7 +231,10 @@ def define_G(input_nc: int, output_nc: int, ngf: int, netG: str, norm: str = "in
 
 
 def define_D(input_nc: int, ndf: int, netD: str, n_layers_D: int = 3, norm: str = "instance",
-             init_type: str = "normal", init_gain: float = 0.02) -> nn.Module:
+             init_type: str = "normal", init_gain: float = 0.02, spectral_norm: bool = False) -> nn.Module:
+    """The reference's discriminators; ``spectral_norm``: each convolution's weight divided by its largest
+    singular value (Miyato et al., 2018), which bounds how sharply the discriminator can react to a small change
+    of its input, a known cure for a discriminator that memorises a few dozen paintings."""
     if netD == "basic":
         net: nn.Module = NLayerDiscriminator(input_nc, ndf, 3, norm)
     elif netD == "n_layers":
@@ -241,6 +244,10 @@ def define_D(input_nc: int, ndf: int, netD: str, n_layers_D: int = 3, norm: str 
     else:
         raise ValueError(f"unknown netD {netD!r}")
     init_weights(net, init_type, init_gain)
+    if spectral_norm:  # after the initialisation, so the random numbers drawn for it are the reference's
+        for module in list(net.modules()):
+            if isinstance(module, nn.Conv2d):
+                nn.utils.parametrizations.spectral_norm(module)
     return net
 
 
