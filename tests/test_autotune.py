@@ -4,6 +4,8 @@ machine, read back by later runs, ignored when damaged or foreign; numerics with
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -28,6 +30,40 @@ def test_the_faster_candidate_wins_and_is_kept_for_later_runs(tmp_path, monkeypa
     monkeypatch.undo()
     again = autotune.Autotuner("on", tmp_path)
     assert again.choices == {} and again.choose("k", {"slow": lambda: time.sleep(0.01), "fast": int}, "slow") == "fast"
+
+
+MEASURED_OTHER_CORES = autotune.CpuLoadMeter.other_cores  # before conftest's quiet_machine replaces it
+
+
+def test_a_choice_timed_on_a_busy_machine_holds_for_the_run_and_is_timed_again(tmp_path, monkeypatch, capsys):
+    candidates = {"slow": lambda: time.sleep(0.01), "fast": lambda: None}
+    monkeypatch.setattr(autotune.CpuLoadMeter, "other_cores", lambda self: 1.5)
+    busy = autotune.Autotuner("auto", tmp_path)
+    assert busy.choose("k", candidates, default="slow") == "fast"
+    assert busy.choose("k", candidates, default="slow") == "fast"  # this run keeps it without timing again
+    assert "other programs kept 1.5" in capsys.readouterr().out
+    assert not busy.path.is_file()
+    monkeypatch.setattr(autotune.CpuLoadMeter, "other_cores", lambda self: 0.1)
+    busy.choose("later", candidates, default="slow")  # timed quietly: kept, and the busy key still left out
+    assert json.loads(busy.path.read_text())["choices"] == {"later": "fast"}
+    quiet = autotune.Autotuner("auto", tmp_path)
+    assert "k" not in quiet.choices
+    assert quiet.choose("k", candidates, default="slow") == "fast"
+    assert json.loads(quiet.path.read_text())["choices"]["k"] == "fast"
+
+
+def test_the_load_meter_sees_another_program_keep_a_core_busy():
+    if autotune.machine_busy_seconds() is None:
+        pytest.skip("no /proc/stat on this system")
+    meter = autotune.CpuLoadMeter().start()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.0)  # this process idles; the spinner keeps one core busy
+        others = MEASURED_OTHER_CORES(meter)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert others is not None and others > 0.6
 
 
 def test_a_damaged_or_foreign_cache_is_ignored_with_a_note(tmp_path, capsys):

@@ -9,6 +9,10 @@ run of a machine, makes the same choices (numerics differ between algorithms at 
 bit-identical only when they do not change). The cache is keyed by the CPU model, its flags, the thread count
 and the torch version; a damaged or foreign file is ignored with a note. ``--autotune off`` (or
 CYCLEGAN_CULTURE_AUTOTUNE=off) keeps the built-in thresholds; ``on`` times everything again.
+
+Timings taken while other programs keep the machine's cores busy say little about a quiet machine (two trainings
+started at once once timed our layers 1.4-1.7x slower than alone, docs/performance.md), so a choice timed then
+holds for the run that made it and is not kept: the next run times it again.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ MODES = ("auto", "on", "off")
 MODE_ENV = "CYCLEGAN_CULTURE_AUTOTUNE"
 CACHE_ENV = "CYCLEGAN_CULTURE_CACHE"
 REPEATS = 3  # timed runs per candidate after one warm-up; the fastest counts
+# Other programs' average use of cores while candidates are timed above which the choice is not kept: half a core,
+# or a tenth of the cores of a large machine (where a background service costs the timings little).
+BUSY_CORES = 0.5
 
 
 def cache_folder() -> Path:
@@ -53,6 +60,46 @@ def machine() -> dict[str, object]:
             "torch": torch.__version__}
 
 
+class CpuLoadMeter:
+    """How many cores other programs kept busy, on average, between ``start`` and ``other_cores``: the machine's
+    busy time (/proc/stat) less this process's own CPU time, over the wall time. None where there is no
+    /proc/stat or the window is too short for its 10-ms ticks."""
+
+    MIN_WINDOW_S = 0.2
+
+    def start(self) -> "CpuLoadMeter":
+        self.machine_busy, self.own, self.wall = machine_busy_seconds(), time.process_time(), time.perf_counter()
+        return self
+
+    def other_cores(self) -> float | None:
+        busy, wall = machine_busy_seconds(), time.perf_counter() - self.wall
+        if busy is None or self.machine_busy is None or wall < self.MIN_WINDOW_S:
+            return None
+        others = (busy - self.machine_busy) - (time.process_time() - self.own)
+        return max(0.0, others) / wall
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all cores have spent on anything but idling and waiting since boot, or None off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+        return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def busy_threshold() -> float:
+    return max(BUSY_CORES, 0.1 * usable_cores())
+
+
 class Autotuner:
     """Chooses among candidate implementations by timing them once per key on this machine."""
 
@@ -65,7 +112,9 @@ class Autotuner:
         self.path = (folder or cache_folder()) / f"plan-{digest}.json"
         self.choices: dict[str, str] = {}
         self.timings: dict[str, dict[str, float]] = {}
+        self.unkept: set[str] = set()  # keys timed while the machine was busy: this process's choice only
         self.note: str | None = None
+        self.busy_note: str | None = None
         if mode == "auto":
             self._load()
 
@@ -97,17 +146,30 @@ class Autotuner:
             return known
         if callable(candidates):
             candidates = candidates()
+        meter = CpuLoadMeter().start()
         times = {name: _best_time(run, repeats) for name, run in candidates.items()}
         self.choices[key] = min(times, key=times.get)
         self.timings[key] = {name: round(t * 1000, 3) for name, t in times.items()}
-        self._save()
+        others = meter.other_cores()
+        if others is not None and others > busy_threshold():
+            self.unkept.add(key)
+            if self.busy_note is None:
+                self.busy_note = (f"note: other programs kept {others:.1f} of this machine's {usable_cores()} cores "
+                                  "busy while the fastest way to run was being timed; the choice holds for this run "
+                                  "only and is timed again by the next (--autotune on re-times on a quiet machine)")
+                print(self.busy_note)
+        else:
+            self.unkept.discard(key)
+            self._save()
         return self.choices[key]
 
     def _save(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.path, json.dumps({"machine": self.machine, "choices": self.choices,
-                                                     "timings_ms": self.timings}, indent=1, sort_keys=True) + "\n")
+            kept = {key: value for key, value in self.choices.items() if key not in self.unkept}
+            timings = {key: value for key, value in self.timings.items() if key not in self.unkept}
+            atomic_write_text(self.path, json.dumps({"machine": self.machine, "choices": kept,
+                                                     "timings_ms": timings}, indent=1, sort_keys=True) + "\n")
         except OSError as exc:  # a read-only home: the choices still hold for this process
             if self.note is None:
                 self.note = f"note: cannot write the execution plan cache {self.path} ({exc.strerror})"

@@ -70,8 +70,9 @@ def training_plan(opt: argparse.Namespace, device: torch.device, distributed: bo
     if timed_now and key in plan.tuner.timings:
         times = ", ".join(f"{name.replace('_', ' ')} {ms / 1000:.2f} s"
                           for name, ms in plan.tuner.timings[key].items())
-        say(f"Timed a training step on this machine (once; kept in {plan.tuner.path}): {times}; "
-            f"training with the {choice.replace('_', ' ')}")
+        kept = ("not kept: the machine was busy" if key in plan.tuner.unkept
+                else f"once; kept in {plan.tuner.path}")
+        say(f"Timed a training step on this machine ({kept}): {times}; training with the {choice.replace('_', ' ')}")
     return candidates.get(choice, plan)
 
 
