@@ -96,4 +96,4 @@ def test_images_are_written_losslessly_as_png_and_lossy_only_as_jpeg(tmp_path):
     atomic_save_image(image, tmp_path / "a.jpg")
     with Image.open(tmp_path / "a.png") as png, Image.open(tmp_path / "a.jpg") as jpg:
         assert png.format == "PNG" and jpg.format == "JPEG"
-        assert torch.equal(torch.from_numpy(np.asarray(png.convert("RGB"))), pixels)
+        assert torch.equal(torch.from_numpy(np.array(png.convert("RGB"))), pixels)
