@@ -224,7 +224,7 @@ def build_train_parser(prog: str = "cyclegan-culture train") -> argparse.Argumen
     t.add_argument("--lambda_gp", type=float, default=10.0, help="gradient penalty weight for wgangp")
     t.add_argument("--lambda_r1", type=float, default=0.0, help="weight (gamma) of the R1 penalty: the "
                    "discriminators' squared gradient on real images, so that a few dozen paintings are not learnt "
-                   "by heart; about 0.01 at 128 px (0: off)")
+                   "by heart; keep it small (at 128 px 0.001 already holds them flat) (0: off)")
     t.add_argument("--spectral_norm", action="store_true", help="spectral normalisation of the discriminators' "
                    "convolutions: another way to keep them from overfitting small datasets")
     t.add_argument("--lambda_A", type=float, default=10.0, help="weight of cycle loss A -> B -> A")
