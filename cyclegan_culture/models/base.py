@@ -182,7 +182,7 @@ class TranslationModel:
         """What the configuration adds to critic ``name``'s loss on the (augmented) real images it saw: the R1
         penalty times ``lambda_r1 / 2`` (its usual gamma / 2), or 0. A double backward, in fp32 through the eager
         network (compiled graphs do not support it): every step it made a crop-128 step 1.4x slower, so, as
-        StyleGAN2's lazy regularisation, it runs every ``R1_INTERVAL``-th call, weighted that many times."""
+        StyleGAN2's lazy regularisation, it runs every ``R1_INTERVAL``-th call, weighted that many times (1.2x)."""
         calls = self._r1_calls[name] = self._r1_calls.get(name, 0) + 1
         if self.config.lambda_r1 <= 0 or calls % R1_INTERVAL:
             return torch.zeros((), device=self.device)
