@@ -21,7 +21,7 @@ from cyclegan_culture.models.losses import (contour_view, edge_loss, edge_map, f
                                             gaussian_blur, ink_wash_view, r1_penalty, sky_mask, stroke_view, tone_loss,
                                             tone_map)
 from cyclegan_culture.runs import folder
-from tests.test_train_resume import make_trainer, stop_at
+from tests.test_train_resume import assert_identical, make_trainer, stop_at, weights
 
 
 # --- DiffAugment -------------------------------------------------------------------------------------------------
@@ -283,6 +283,15 @@ def test_r1_runs_every_fourth_step_in_both_models(tiny_dataset, tmp_path):
         assert all(torch.equal(plain[k], penalised[k]) for k in plain)  # steps 1-3: no penalty
         plain, penalised = critic_after(4, model), critic_after(4, model, "--lambda_r1", "10")
         assert any(not torch.equal(plain[k], penalised[k]) for k in plain)  # step 4: penalised
+
+
+def test_a_run_with_r1_resumed_mid_cycle_is_bit_identical(tiny_dataset, tmp_path):
+    flags = ("--lambda_r1", "10")
+    whole = make_trainer(tiny_dataset, tmp_path / "whole", *flags).run()
+    stopped = make_trainer(tiny_dataset, tmp_path / "parts", *flags, hooks=[stop_at(6)]).run()
+    assert stopped.interrupted  # 6 steps: the next penalty is 2 steps away, not 4
+    resumed = make_trainer(tiny_dataset, tmp_path / "parts", "--continue_train").run()
+    assert_identical(weights(whole.run_dir), weights(resumed.run_dir))
 
 
 def test_spectral_norm_trains_resumes_and_cannot_be_switched_on_mid_run(tiny_dataset, tmp_path):

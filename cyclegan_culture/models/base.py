@@ -297,6 +297,7 @@ class TranslationModel:
             **self.process_state_dict(),
             "grad_scaler": self.scaler.state_dict(),
             "ema_steps": self.ema_steps,
+            "r1_calls": dict(self._r1_calls),  # where each critic is in R1's every-4th-step cycle
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -305,6 +306,7 @@ class TranslationModel:
             saved = state["nets"].get(name, state["nets"].get(name.removesuffix("_ema")))
             networks.load_network_state(net, saved)
         self.ema_steps = int(state.get("ema_steps", 0))
+        self._r1_calls = {str(k): int(v) for k, v in state.get("r1_calls", {}).items()}
         for o, s in zip(self.optimizers, state["optimizers"]):
             o.load_state_dict(s)
             # The saved groups carry the kernel choice of the machine that saved them (foreach on a GPU, or an
