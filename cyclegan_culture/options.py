@@ -23,7 +23,7 @@ from cyclegan_culture.errors import UserError
 from cyclegan_culture.files import atomic_write_text
 from cyclegan_culture.models.config import ModelConfig
 from cyclegan_culture.models.diffaugment import parse_policy
-from cyclegan_culture.models.losses import VIEW_CRITICS
+from cyclegan_culture.models.losses import GAN_MODES, VIEW_CRITICS
 from cyclegan_culture.models.registry import MODELS
 
 
@@ -102,8 +102,8 @@ def _add_common(parser: argparse.ArgumentParser, training: bool) -> None:
         g.add_argument("--preset", choices=sorted(PRESETS), help="a ready configuration; explicit flags override "
                        "it. cpu (the 15-minute demo) sets: " + " ".join(f"--{k} {v}" for k, v in PRESETS["cpu"].items())
                        + "; cpu_long (under an hour) the same with --n_epochs 40 --n_epochs_decay 20 "
-                       "--save_epoch_freq 20 --lambda_edge 0.5, or the loss weights the dataroot's culture.json "
-                       "gives for it")
+                       "--save_epoch_freq 20 --lambda_edge 0.5; the dataroot's culture.json may change either's loss "
+                       "weights, model, GAN objective and epochs")
     g.add_argument("--dataroot", help="folder with trainA, trainB, testA, testB (e.g. datasets/photo2guohua)"
                    + ("" if training else "; default: the run's, from its opt.json. With --model test: a folder of "
                       "images"))
@@ -219,7 +219,7 @@ def build_train_parser(prog: str = "cyclegan-culture train") -> argparse.Argumen
                    help="linear: constant for --n_epochs, then to zero over --n_epochs_decay; step: /10 every "
                    "--lr_decay_iters epochs; plateau: x0.2 when the generator loss stalls; cosine over --n_epochs")
     t.add_argument("--lr_decay_iters", type=int, default=50, help="step policy: decay by 10x every this many epochs")
-    t.add_argument("--gan_mode", default="lsgan", choices=["lsgan", "vanilla", "wgangp", "hinge"],
+    t.add_argument("--gan_mode", default="lsgan", choices=GAN_MODES,
                    help="the adversarial loss: least squares (the reference's), cross-entropy, WGAN-GP, hinge")
     t.add_argument("--lambda_gp", type=float, default=10.0, help="gradient penalty weight for wgangp")
     t.add_argument("--lambda_r1", type=float, default=0.0, help="weight (gamma) of the R1 penalty: the "
@@ -343,6 +343,9 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
         if chosen.get("model", "cycle_gan") not in MODELS:
             raise UserError(f"{Path(opt.dataroot) / CULTURE_FILE}: preset {preset} names model {chosen['model']!r}; "
                             f"choose one of: {', '.join(sorted(MODELS))}")
+        if chosen.get("gan_mode", "lsgan") not in GAN_MODES:
+            raise UserError(f"{Path(opt.dataroot) / CULTURE_FILE}: preset {preset} names gan_mode "
+                            f"{chosen['gan_mode']!r}; choose one of: {', '.join(GAN_MODES)}")
         for key, value in chosen.items():
             setattr(opt, key, value)
         if chosen:

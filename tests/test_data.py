@@ -241,3 +241,40 @@ def test_a_cultures_preset_may_choose_the_model_family_unless_the_user_typed_one
         (tmp_path / "culture.json").write_text(json.dumps(record), encoding="utf-8")
         with pytest.raises(UserError, match=message):
             options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long"])
+
+
+def test_a_cultures_preset_may_choose_the_gan_objective_unless_the_user_typed_one(tmp_path, capsys):
+    from cyclegan_culture import options
+
+    record = {"name": "Ukiyo-e", "presets": {"cpu_long": {"gan_mode": "hinge", "lambda_A": 5}}}
+    (tmp_path / "culture.json").write_text(json.dumps(record), encoding="utf-8")
+    parser = options.build_train_parser()
+    opt = options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long"])
+    assert (opt.gan_mode, opt.lambda_A) == ("hinge", 5.0)
+    assert "sets --gan_mode hinge --lambda_A 5 for this culture" in capsys.readouterr().out
+    typed = options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long", "--gan_mode", "lsgan"])
+    assert typed.gan_mode == "lsgan"
+    assert options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu"]).gan_mode == "lsgan"
+    for bad, message in (("softplus", "names gan_mode 'softplus'; choose one of: .*hinge"), (1, "must map")):
+        record["presets"]["cpu_long"]["gan_mode"] = bad
+        (tmp_path / "culture.json").write_text(json.dumps(record), encoding="utf-8")
+        with pytest.raises(UserError, match=message):
+            options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long"])
+
+
+def test_a_cultures_preset_may_set_how_many_epochs_it_trains(tmp_path, capsys):
+    from cyclegan_culture import options
+
+    record = {"name": "Ukiyo-e", "presets": {"cpu_long": {"n_epochs": 5, "n_epochs_decay": 5}}}
+    (tmp_path / "culture.json").write_text(json.dumps(record), encoding="utf-8")
+    parser = options.build_train_parser()
+    opt = options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long"])
+    assert (opt.n_epochs, opt.n_epochs_decay) == (5, 5) and isinstance(opt.n_epochs, int)
+    assert "sets --n_epochs 5 --n_epochs_decay 5 for this culture" in capsys.readouterr().out
+    typed = options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long", "--n_epochs", "40"])
+    assert (typed.n_epochs, typed.n_epochs_decay) == (40, 5)
+    assert options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu"]).n_epochs == 14  # the preset's
+    for bad in ({"n_epochs": 0}, {"n_epochs": 2.5}, {"n_epochs_decay": -1}, {"n_epochs": True}):
+        (tmp_path / "culture.json").write_text(json.dumps({"name": "U", "presets": {"cpu_long": bad}}), "utf-8")
+        with pytest.raises(UserError, match=r"whole epochs"):
+            options.parse(parser, ["--dataroot", str(tmp_path), "--preset", "cpu_long"])
