@@ -113,7 +113,9 @@ def _add_common(parser: argparse.ArgumentParser, training: bool) -> None:
                    "{netG}_size{load_size}")
     g.add_argument("--checkpoints_dir", default="./checkpoints", help="where runs are stored")
     g.add_argument("--gpu_ids", default=None, help="e.g. 0 or 0,1; -1 for CPU (default: first GPU if any, else CPU)")
-    g.add_argument("--seed", type=int, default=0, help="random seed: same seed, same data and results on CPU")
+    g.add_argument("--seed", type=int, default=0, help="random seed: same seed, same data and results on CPU "
+                   "with the same execution plan (train.py prints the one it takes; --autotune off always takes the "
+                   "built-in one; a resumed run keeps its own)")
     g.add_argument("--num_threads", type=int, default=2, help="worker processes that decode images (0: main process)")
     g.add_argument("--epoch", default="latest", help="which checkpoint to load: latest or an epoch number"
                    + ("" if not training else " (with --continue_train the training state decides)"))

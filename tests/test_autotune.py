@@ -242,6 +242,39 @@ def test_the_step_choice_is_kept_and_not_made_when_off_or_forced(tmp_path, monke
     plan_mod.shared_tuner.cache_clear()
 
 
+def test_a_resumed_run_keeps_the_plan_it_was_timed_with_on_a_busy_machine(tmp_path, monkeypatch, capsys):
+    """A plan timed while the machine was busy holds for that run only; its resume must not time afresh and
+    train on with other layers (other rounding), or the resumed run is no longer the run it continues."""
+    from cyclegan_culture import options
+    from cyclegan_culture.accel import plan as plan_mod
+    from cyclegan_culture.engine.trainer import Trainer
+    from tests.conftest import TINY, make_dataset
+
+    def trainer(*extra: str) -> Trainer:
+        parser = options.build_train_parser()
+        argv = ["--dataroot", str(data), "--name", "run", "--checkpoints_dir", str(tmp_path / "ckpt"), *TINY,
+                "--n_epochs", "1", "--n_epochs_decay", "0", "--autotune", "auto", *extra]
+        return Trainer(options.parse(parser, argv), parser)
+
+    data = make_dataset(tmp_path / "data")
+    _step_timing_setup(tmp_path / "cache", monkeypatch, "reference_layers")
+    monkeypatch.setattr(autotune.CpuLoadMeter, "other_cores", lambda self: 1.5)  # busy: nothing kept
+    first = trainer()
+    assert ResidualConv not in {type(m) for m in first.model.G_A.modules()}
+    first.run()
+    # a new process on the machine, quiet now, where the fast layers would win
+    _step_timing_setup(tmp_path / "cache", monkeypatch, "fast_layers")
+    monkeypatch.setattr(autotune.CpuLoadMeter, "other_cores", lambda self: 0.0)
+    monkeypatch.setattr(autotune, "_best_time", lambda run, *_: pytest.fail("a resumed run timed its step again"))
+    resumed = trainer("--continue_train", "--n_epochs", "2")
+    assert ResidualConv not in {type(m) for m in resumed.model.G_A.modules()}
+    assert "Resuming with the run's own execution plan: the reference layers" in capsys.readouterr().out
+    plan_mod.shared_tuner.cache_clear()
+    cache = autotune.Autotuner("auto", tmp_path / "cache").path
+    kept = json.loads(cache.read_text())["choices"] if cache.is_file() else {}
+    assert not any(key.startswith("training_step") for key in kept)  # the busy choice is still this run's alone
+
+
 @pytest.mark.parametrize("model_name", ["cycle_gan", "cut"])
 def test_one_call_per_image_computes_what_the_batched_step_does(model_name):
     """The step plan's 'separate calls' candidate changes only how the images meet the networks: the same losses

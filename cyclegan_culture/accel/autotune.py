@@ -113,6 +113,10 @@ class Autotuner:
         self.choices: dict[str, str] = {}
         self.timings: dict[str, dict[str, float]] = {}
         self.unkept: set[str] = set()  # keys timed while the machine was busy: this process's choice only
+        # a resumed run's own earlier choices: they win over the cache and are never written to it, so a run keeps
+        # its numerics across a resume even where the machine would now choose otherwise
+        self.pinned: dict[str, str] = {}
+        self.used: dict[str, str] = {}  # what this process chose, key -> name: what a run records to resume with
         self.note: str | None = None
         self.busy_note: str | None = None
         if mode == "auto":
@@ -141,8 +145,9 @@ class Autotuner:
         names = names or tuple(candidates)  # type: ignore[arg-type]
         if self.mode == "off" or len(names) < 2:
             return default
-        known = self.choices.get(key)
+        known = self.pinned.get(key, self.choices.get(key))
         if known in names:
+            self.used[key] = known
             return known
         if callable(candidates):
             candidates = candidates()
@@ -161,7 +166,12 @@ class Autotuner:
         else:
             self.unkept.discard(key)
             self._save()
+        self.used[key] = self.choices[key]
         return self.choices[key]
+
+    def pin(self, choices: dict[str, str]) -> None:
+        """Make ``choices`` (a run's recorded ``used``) this process's answers for their keys, untimed and unsaved."""
+        self.pinned.update({str(key): str(name) for key, name in choices.items()})
 
     def _save(self) -> None:
         try:

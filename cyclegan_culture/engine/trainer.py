@@ -142,7 +142,8 @@ class Trainer:
 
     def _build_model(self, opt: argparse.Namespace, state: dict | None, changed: list[str]) -> None:
         """The model (the same initial weights on every rank), then what it resumes or starts from."""
-        plan = training_plan(opt, self.device, self.dist.enabled)
+        plan = training_plan(opt, self.device, self.dist.enabled,
+                             resumed_choices=state.get("plan_choices") if state is not None else None)
         seed_everything(opt.seed)
         self.model = registry.build(vars(opt), self.device, plan, training=True)
         if self.dist.rank > 0:  # each rank its own dropout noise and replay-buffer choices
@@ -390,6 +391,8 @@ class Trainer:
             "model": self.model.state_dict(), "rng": rng, "world_size": self.dist.world_size,
             "other_ranks": per_rank[1:], "early_stop": dict(self.early_stop),
             "options": options_mod.options_dict(self.opt), "data_fingerprint": self.data_fingerprint,
+            # the tuner's choices (step plan and layers) this run made: a resume makes them again (training_plan)
+            "plan_choices": dict(tuner.used) if (tuner := self.model.plan.tuner) is not None else {},
         })
 
     def _finish(self, interrupted: bool) -> TrainResult:

@@ -54,15 +54,24 @@ def step_key(opt: argparse.Namespace, plan: ExecutionPlan) -> str:
             f"{dtype} layout {getattr(opt, 'channels_last', 'off')}")
 
 
-def training_plan(opt: argparse.Namespace, device: torch.device, distributed: bool = False) -> ExecutionPlan:
+def training_plan(opt: argparse.Namespace, device: torch.device, distributed: bool = False,
+                  resumed_choices: dict[str, str] | None = None) -> ExecutionPlan:
     """The plan a training run's networks get: the flags' plan, or, where the per-machine tuner is on (CPU,
     ``--conv_algorithm auto``, ``--autotune`` not off) and the run is not distributed (its processes must agree),
-    the candidate whose whole step this machine runs fastest. Timed once; later runs read the choice back."""
+    the candidate whose whole step this machine runs fastest. Timed once; later runs read the choice back.
+    ``resumed_choices``: the tuner's choices a resumed run recorded (``Autotuner.used``); they hold again, step
+    and layers, so a resume computes what the uninterrupted run would have, whatever the machine's load now."""
     plan = options_mod.execution_plan(opt, device, True)
+    if plan.tuner is not None and resumed_choices:
+        plan.tuner.pin(resumed_choices)
     if plan.tuner is None or distributed:
         return plan
     candidates = candidate_plans(plan, getattr(opt, "channels_last", "off"))
     key = step_key(opt, plan)
+    if plan.tuner.pinned.get(key) in candidates:
+        choice = plan.tuner.choose(key, {}, "fast_layers", tuple(candidates))
+        say(f"Resuming with the run's own execution plan: the {choice.replace('_', ' ')}")
+        return candidates[choice]
     timed_now = key not in plan.tuner.choices
     with torch.random.fork_rng(devices=[]):  # timing must not move the run's random streams
         choice = plan.tuner.choose(key, lambda: _step_timers(opt, device, candidates), "fast_layers",
