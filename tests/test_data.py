@@ -203,6 +203,7 @@ def test_a_cultures_preset_weights_apply_under_the_flags_the_user_typed(tmp_path
     shipped = Path(__file__).resolve().parent.parent / "datasets"
     assert preset_settings(shipped / "photo2ukiyoe", "cpu_long")["lambda_tone"] > 0
     assert preset_settings(shipped / "photo2guohua", "cpu_long")["model"] == "cut"  # holds on cprland_ too
+    assert preset_settings(shipped / "photo2guohua", "cpu")["model"] == "cut"  # the demo's (quality.md section 20)
 
 
 def test_a_cut_typed_over_a_preset_with_a_cyclegan_critic_trains_without_it(tmp_path, capsys):
