@@ -1,5 +1,5 @@
 # make try:    install, render the example photos with every shipped culture model (under a minute).
-# make demo:   install, train the CPU preset on photo2guohua (~15 min on 2 cores), write the test gallery.
+# make demo:   install, train the CPU preset on photo2guohua (~11 min on 2 cores of a Zen 4 EPYC; README), write the test gallery.
 # make test:   install with test extras, run the test suite.
 # make visdom: install, then start the live-monitoring server on http://127.0.0.1:8097 (offline).
 PYTHON ?= python3

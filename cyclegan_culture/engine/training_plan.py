@@ -62,7 +62,7 @@ def training_plan(opt: argparse.Namespace, device: torch.device, distributed: bo
     ``resumed_choices``: the tuner's choices a resumed run recorded (``Autotuner.used``); they hold again, step
     and layers, so a resume computes what the uninterrupted run would have, whatever the machine's load now."""
     plan = options_mod.execution_plan(opt, device, True)
-    if plan.tuner is not None and resumed_choices:
+    if plan.tuner is not None and isinstance(resumed_choices, dict):  # states before this have none
         plan.tuner.pin(resumed_choices)
     if plan.tuner is None or distributed:
         return plan
