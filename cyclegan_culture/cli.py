@@ -42,7 +42,8 @@ def _test(argv: list[str]) -> int:
 def _inference_flags(p) -> None:
     from cyclegan_culture.backends import BACKEND_HELP, BACKENDS
 
-    p.add_argument("--epoch", default="latest", help="which checkpoint: latest or an epoch number")
+    p.add_argument("--epoch", default="latest", help="which checkpoint: latest, best (kept by --eval_freq's "
+                   "evaluations) or an epoch number")
     p.add_argument("--tile", type=int, default=512, help="translate large images in tiles of this many pixels "
                    "(0: whole image at once)")
     p.add_argument("--overlap", type=int, default=64, help="pixels by which tiles overlap and are blended")
@@ -175,7 +176,8 @@ def _export(argv: list[str]) -> int:
                    help="onnx: for ONNX Runtime, OpenVINO and other runtimes; exported_program: torch.export's "
                    ".pt2 (torch.export.load); torchscript: deprecated by PyTorch, kept for C++ libtorch users")
     p.add_argument("--out", default=None, help="output file (default: RUN/generator.onnx, .pt2 or .pt)")
-    p.add_argument("--epoch", default="latest", help="which checkpoint: latest or an epoch number")
+    p.add_argument("--epoch", default="latest", help="which checkpoint: latest, best (kept by --eval_freq's "
+                   "evaluations) or an epoch number")
     p.add_argument("--direction", default="AtoB", choices=["AtoB", "BtoA"], help="AtoB exports G_A, BtoA G_B")
     args = p.parse_args(argv)
     out = Path(args.out) if args.out else default_output(Path(args.model), args.format)
@@ -203,7 +205,8 @@ def _analyze(argv: list[str]) -> int:
     p.add_argument("--models", nargs="*", default=[], help="run folders whose translations to score")
     p.add_argument("--out", default="results/analysis", help="output folder (report, features.csv, summary.json)")
     p.add_argument("--max_images", type=int, default=None, help="at most this many images per group")
-    p.add_argument("--epoch", default="latest", help="which checkpoint of each model: latest or an epoch number")
+    p.add_argument("--epoch", default="latest", help="which checkpoint of each model: latest, best (kept "
+                   "by --eval_freq's evaluations) or an epoch number")
     p.add_argument("--inception_weights", default=None,
                    help="FID/KID: torch-fidelity's Inception-v3 weights file (pt_inception-2015-12-05-6726825d.pth, "
                    "copied here by hand; nothing is downloaded); needs pip install torch-fidelity")
@@ -325,7 +328,8 @@ def _cultures(argv: list[str]) -> int:
     add = sub.add_parser("add", help="install a trained run under a name")
     add.add_argument("name", help="e.g. guohua_mine (lower-case letters, digits, - and _)")
     add.add_argument("--model", required=True, help="the run folder, e.g. checkpoints/photo2guohua")
-    add.add_argument("--epoch", default="latest", help="which checkpoint: latest or an epoch number")
+    add.add_argument("--epoch", default="latest", help="which checkpoint: latest, best (kept by --eval_freq's "
+                   "evaluations) or an epoch number")
     rm = sub.add_parser("remove", help="uninstall a culture you added")
     rm.add_argument("name", help="the name it was added under")
     args = p.parse_args(argv)

@@ -34,6 +34,8 @@ PREPROCESS_CHOICES = ("resize_and_crop", "crop", "scale_width", "scale_width_and
 
 # Flags that describe the networks: test.py reads them from the run's opt.json unless given on its command line.
 MODEL_FLAGS = ModelConfig.NETWORK_FIELDS
+# what --eval_freq's evaluations may keep the best weights by (eval/during_training.py computes them)
+EARLY_STOP_METRICS = ("style_score", "content_ssim", "cycle_psnr", "judge_score", "judge_probability")
 
 # `--preset cpu`: a small configuration that shows a visible culture style after about 15 minutes on a 2-core
 # CPU. It trades resolution (128 px), capacity (ngf 32, 6 blocks) and training length for speed, and trains in
@@ -117,7 +119,8 @@ def _add_common(parser: argparse.ArgumentParser, training: bool) -> None:
                    "with the same execution plan (train.py prints the one it takes; --autotune off always takes the "
                    "built-in one; a resumed run keeps its own)")
     g.add_argument("--num_threads", type=int, default=2, help="worker processes that decode images (0: main process)")
-    g.add_argument("--epoch", default="latest", help="which checkpoint to load: latest or an epoch number"
+    g.add_argument("--epoch", default="latest", help="which checkpoint to load: latest, best (kept by --eval_freq's "
+                   "evaluations) or an epoch number"
                    + ("" if not training else " (with --continue_train the training state decides)"))
     g.add_argument("--load_iter", type=int, default=0, help="> 0: load the iter_<N> checkpoint (saved with "
                    "--save_by_iter) instead of --epoch")
@@ -265,13 +268,12 @@ def build_train_parser(prog: str = "cyclegan-culture train") -> argparse.Argumen
                    "score and cycle PSNR on a fixed subset of photos (0: never)")
     t.add_argument("--early_stop_patience", type=int, default=0, help="stop when --early_stop_metric has not "
                    "improved for this many evaluations (0: never); the best weights are kept as best_net_*.pth")
-    t.add_argument("--early_stop_metric", default="style_score",
-                   choices=["style_score", "content_ssim", "cycle_psnr", "judge_score"],
+    t.add_argument("--early_stop_metric", default="style_score", choices=EARLY_STOP_METRICS,
                    help="what --eval_freq's evaluations keep the best weights by (higher is better); judge_score "
-                   "needs --judge")
+                   "and judge_probability need --judge")
     t.add_argument("--judge", default=None, help="a culture judge folder (cyclegan-culture judge train): "
-                   "--eval_freq's evaluations then report judge_score, the share of translations it takes for "
-                   "the culture")
+                   "--eval_freq's evaluations then report judge_score and judge_probability on the dataset's testA "
+                   "photos, the share of translations it takes for the culture and its mean probability of it")
     t.add_argument("--finetune_from", default=None, help="start from another run's weights (a run folder)")
     t.add_argument("--finetune_epoch", default="latest", help="which of its checkpoints: latest or an epoch")
     t.add_argument("--freeze", nargs="*", default=[], help="keep these fixed: G_A, G_B, D_A, D_B, or generator "
@@ -472,8 +474,9 @@ def validate_train(opt: argparse.Namespace) -> None:
     if one_way and opt.early_stop_metric == "cycle_psnr":
         raise UserError(f"--early_stop_metric cycle_psnr: --model {opt.model} has no way back (no cycle); use "
                         "style_score, content_ssim or judge_score")
-    if opt.early_stop_metric == "judge_score" and not opt.judge:
-        raise UserError("--early_stop_metric judge_score needs --judge (a folder from cyclegan-culture judge train)")
+    if opt.early_stop_metric.startswith("judge_") and not opt.judge:
+        raise UserError(f"--early_stop_metric {opt.early_stop_metric} needs --judge (a folder from cyclegan-culture "
+                        "judge train)")
     if opt.early_stop_patience and not opt.eval_freq:
         raise UserError("--early_stop_patience needs --eval_freq (how often to evaluate)")
     for flag in ("n_epochs", "n_epochs_decay", "pool_size", "print_freq", "display_freq", "update_html_freq",

@@ -444,7 +444,7 @@ def test_floors_keep_the_size_and_colour_transfer_takes_the_paintings_palette():
 
 
 # --- the judge inside analyze and training ----------------------------------------------------------------------
-def test_judge_scores_models_in_analyze_and_keeps_the_best_weights_in_training(tmp_path):
+def test_judge_scores_models_in_analyze_and_keeps_the_best_weights_in_training(tmp_path, capsys):
     from tests.conftest import TINY
     from tests.test_analysis import make_culture_dataset
 
@@ -454,16 +454,51 @@ def test_judge_scores_models_in_analyze_and_keeps_the_best_weights_in_training(t
     judge.save(tmp_path / "judge")
     assert cli.main(["train", "--dataroot", str(ink), "--name", "m", "--checkpoints_dir", str(tmp_path / "ck"), *TINY,
                      "--n_epochs", "2", "--n_epochs_decay", "0", "--eval_freq", "1", "--judge",
-                     str(tmp_path / "judge"), "--early_stop_metric", "judge_score"]) == 0
+                     str(tmp_path / "judge"), "--early_stop_metric", "judge_probability"]) == 0
     records = [json.loads(line) for line in (tmp_path / "ck" / "m" / "metrics.jsonl").read_text().splitlines()]
-    assert [0 <= r["judge_score"] <= 1 for r in records] == [True, True]
+    assert [0 <= r["judge_score"] <= 1 and 0 <= r["judge_probability"] <= 1 for r in records] == [True, True]
     assert (tmp_path / "ck" / "m" / "best_net_G_A.pth").is_file()
+    best = max(records, key=lambda r: r["judge_probability"])["epoch"]  # the first of equals: kept only if better
+    assert f"at epoch {best}, kept as best_net_*.pth: translate with it by adding --epoch best" in \
+        capsys.readouterr().out
     out = tmp_path / "analysis"
     assert cli.main(["analyze", "--datasets", str(ink), "--models", str(tmp_path / "ck" / "m"), "--out", str(out),
                      "--judge", str(tmp_path / "judge")]) == 0
     model = json.loads((out / "summary.json").read_text())["models"][0]
     assert 0 <= model["judge_score"] <= 1 and 0 <= model["judge_probability"] <= 1
     assert "judge score" in (out / "index.html").read_text(encoding="utf-8")
+
+
+def test_the_judge_sees_the_held_out_photos_translated_at_256_px(tmp_path):
+    from cyclegan_culture.eval.during_training import JUDGE_EVAL_SIZE, TrainingEvaluator
+
+    class RecordingJudge:
+        classes = ["photo", "ink"]
+
+        def __init__(self):
+            self.sizes = []
+
+        def probabilities(self, images):
+            self.sizes.append([im.size for im in images])
+            return np.array([[0.25, 0.75]] * len(images))
+
+    def photos(folder, n, size):
+        folder.mkdir()
+        for i in range(n):
+            Image.new("RGB", size, (40 * i, 90, 120)).save(folder / f"p{i}.png")
+        return sorted(folder.iterdir())
+
+    train, test = photos(tmp_path / "trainA", 10, (40, 30)), photos(tmp_path / "testA", 3, (400, 300))
+    art = photos(tmp_path / "trainB", 4, (40, 30))
+    judge = RecordingJudge()
+    evaluator = TrainingEvaluator(train, art, judge=judge, target="ink", judge_photos=test)
+    net = torch.nn.Conv2d(3, 3, 1)  # any generator: the sizes are what this test is about
+    results = evaluator(net, None, torch.device("cpu"))
+    assert judge.sizes == [[(JUDGE_EVAL_SIZE, JUDGE_EVAL_SIZE * 3 // 4)] * 3]  # the 3 test photos, not trainA's 8
+    assert results["judge_score"] == 1.0 and results["judge_probability"] == pytest.approx(0.75)
+    without = RecordingJudge()
+    TrainingEvaluator(train, art, judge=without, target="ink")(net, None, torch.device("cpu"))
+    assert len(without.sizes[0]) == 8  # no test folder: the validation photos
 
 
 def test_judge_score_metric_needs_a_judge(tiny_dataset, tmp_path, capsys):

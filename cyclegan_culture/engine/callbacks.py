@@ -12,12 +12,13 @@ import argparse
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from cyclegan_culture.data.cultures import load_culture
-from cyclegan_culture.data.images import tensor_to_pil
+from cyclegan_culture.data.images import list_images, tensor_to_pil
 from cyclegan_culture.eval.during_training import TrainingEvaluator
 from cyclegan_culture.eval.judge import load_judge
 from cyclegan_culture.eval.metrics import append_jsonl
@@ -205,6 +206,18 @@ class CheckpointCallback(Callback):
                 checkpoint.save_networks(trainer.model.nets, trainer.run_dir, trainer.epoch)
 
 
+def held_out_photos(train_paths: list[Path]) -> list[Path]:
+    """The photos of the test folder beside the training photos (trainA -> testA): neither the model nor a judge
+    trained on the dataset has seen them ([] when there is none)."""
+    if not train_paths:
+        return []
+    folder = Path(train_paths[0]).parent
+    if not folder.name.startswith("train"):
+        return []
+    test = folder.with_name("test" + folder.name[len("train"):])
+    return list_images(test)[0] if test.is_dir() else []
+
+
 class EvaluationCallback(Callback):
     """Every --eval_freq epochs: content SSIM, style score and cycle PSNR on fixed photos; the best weights kept as
     best_net_*.pth; with --early_stop_patience, stop when the metric stalls. Its record of the best lives in the
@@ -219,7 +232,8 @@ class EvaluationCallback(Callback):
             judge = load_judge(self.judge) if self.judge else None
             culture = load_culture(trainer.opt.dataroot)
             self.evaluator = TrainingEvaluator(trainer.dataset.A_paths, trainer.dataset.B_paths, judge=judge,
-                                               target=culture.domain_B or culture.name)
+                                               target=culture.domain_B or culture.name,
+                                               judge_photos=held_out_photos(trainer.dataset.A_paths))
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
         if trainer.epoch % self.eval_freq:

@@ -402,6 +402,10 @@ class Trainer:
         else:
             say(f"Training done: {self.total_iters} images seen; weights in {self.run_dir}"
                 + (f"; {len(self.skipped)} files skipped" if self.skipped else ""))
+            if self.early_stop.get("best_epoch") is not None:
+                say(f"Best {self.opt.early_stop_metric} {self.early_stop['best']:.4f} at epoch "
+                    f"{self.early_stop['best_epoch']}, kept as best_net_*.pth: translate with it by adding --epoch "
+                    f"best (test.py, cyclegan-culture stylize)")
         return TrainResult(self.run_dir, self.epoch, self.total_iters, interrupted, len(self.skipped),
                            self._stop_signal if interrupted else None)
 

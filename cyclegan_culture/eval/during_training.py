@@ -17,13 +17,16 @@ from cyclegan_culture.eval.analysis import SoftmaxClassifier
 from cyclegan_culture.eval.judge import Judge
 from cyclegan_culture.inference import translate
 
-# Metrics it returns, higher is better for each: content_ssim, style_score, cycle_psnr, and judge_score with a
-# judge (--early_stop_metric)
+# Metrics it returns, higher is better for each: content_ssim, style_score, cycle_psnr, and with a judge
+# judge_score and judge_probability (--early_stop_metric)
 EVAL_SIZE = 128  # longer side of the validation images
+# The judge sees translations made at 256 px, nearer the size users translate at than EVAL_SIZE (its own view is
+# 64 px whatever it is given); its mean probability moves in finer steps than the share of a few photos
+JUDGE_EVAL_SIZE = 256
 
 
-def _arrays(paths: list[Path], limit: int) -> list[np.ndarray]:
-    return [fp.as_array(img, EVAL_SIZE) for img in itertools.islice(readable_images(paths), limit)]
+def _arrays(paths: list[Path], limit: int, size: int = EVAL_SIZE) -> list[np.ndarray]:
+    return [fp.as_array(img, size) for img in itertools.islice(readable_images(paths), limit)]
 
 
 class TrainingEvaluator:
@@ -31,13 +34,17 @@ class TrainingEvaluator:
     classifier on fingerprints of real images that judges whether translations look like the culture."""
 
     def __init__(self, A_paths: list[Path], B_paths: list[Path], n_val: int = 8, n_fit: int = 30,
-                 judge: Judge | None = None, target: str | None = None):
+                 judge: Judge | None = None, target: str | None = None, judge_photos: list[Path] | None = None):
         """With a ``judge`` (eval/judge.py) and its class name ``target`` for domain B, it also reports
-        judge_score: the share of the validation photos' translations the judge takes for the target."""
+        judge_score (the share of translations the judge takes for the target) and judge_probability (its mean
+        probability of the target), over ``judge_photos`` (photos neither the model nor the judge trained on,
+        such as the dataset's testA) translated at JUDGE_EVAL_SIZE, or the validation photos without them."""
         self.judge, self.target = judge, target
         if judge is not None and target not in judge.classes:
             raise UserError(f"--judge: it knows {', '.join(judge.classes)}, not this dataset's culture {target!r}")
         self.val = _arrays(sorted(A_paths)[:n_val], n_val)
+        self.judge_val = _arrays(sorted(judge_photos), len(judge_photos), JUDGE_EVAL_SIZE) \
+            if judge is not None and judge_photos else []
         real_A = _arrays(sorted(A_paths)[n_val:], n_fit) or self.val
         real_B = _arrays(sorted(B_paths), n_fit)
         X = np.array([list(fp.fingerprint(a).values()) for a in real_A + real_B])
@@ -73,6 +80,24 @@ class TrainingEvaluator:
         if psnrs:
             results["cycle_psnr"] = float(np.mean(psnrs))
         if self.judge is not None:
-            predicted = self.judge.probabilities(translations).argmax(1)
-            results["judge_score"] = float((predicted == self.judge.classes.index(self.target)).mean())
+            if self.judge_val:
+                translations = self._translations(G_A, self.judge_val, device)
+            probabilities = self.judge.probabilities(translations)
+            target = self.judge.classes.index(self.target)
+            results["judge_score"] = float((probabilities.argmax(1) == target).mean())
+            results["judge_probability"] = float(probabilities[:, target].mean())
         return results
+
+    @staticmethod
+    def _translations(G_A: torch.nn.Module, photos: list[np.ndarray], device: torch.device) -> list[Image.Image]:
+        was_training = G_A.training
+        G_A.eval()
+        try:
+            out = []
+            for photo in photos:
+                x = pil_to_tensor(Image.fromarray((photo * 255).round().astype(np.uint8))).unsqueeze(0).to(device)
+                fake = ((translate(G_A, x)[0].permute(1, 2, 0).float().cpu().numpy() + 1) / 2).clip(0, 1)
+                out.append(Image.fromarray((fake * 255).round().astype(np.uint8)))
+            return out
+        finally:
+            G_A.train(was_training)
