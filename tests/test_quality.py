@@ -499,6 +499,9 @@ def test_the_judge_sees_the_held_out_photos_translated_at_256_px(tmp_path):
     without = RecordingJudge()
     TrainingEvaluator(train, art, judge=without, target="ink")(net, None, torch.device("cpu"))
     assert len(without.sizes[0]) == 8  # no test folder: the validation photos
+    capped = RecordingJudge()  # a large test folder: only the first n_judge photos each evaluation
+    TrainingEvaluator(train, art, judge=capped, target="ink", judge_photos=test, n_judge=2)(net, None, "cpu")
+    assert len(capped.sizes[0]) == 2
 
 
 def test_judge_score_metric_needs_a_judge(tiny_dataset, tmp_path, capsys):

@@ -34,16 +34,18 @@ class TrainingEvaluator:
     classifier on fingerprints of real images that judges whether translations look like the culture."""
 
     def __init__(self, A_paths: list[Path], B_paths: list[Path], n_val: int = 8, n_fit: int = 30,
-                 judge: Judge | None = None, target: str | None = None, judge_photos: list[Path] | None = None):
+                 judge: Judge | None = None, target: str | None = None, judge_photos: list[Path] | None = None,
+                 n_judge: int = 30):
         """With a ``judge`` (eval/judge.py) and its class name ``target`` for domain B, it also reports
         judge_score (the share of translations the judge takes for the target) and judge_probability (its mean
-        probability of the target), over ``judge_photos`` (photos neither the model nor the judge trained on,
-        such as the dataset's testA) translated at JUDGE_EVAL_SIZE, or the validation photos without them."""
+        probability of the target), over the first ``n_judge`` of ``judge_photos`` (photos neither the model nor
+        the judge trained on, such as the dataset's testA; capped so that a large test folder does not turn each
+        evaluation into minutes of translating) at JUDGE_EVAL_SIZE, or the validation photos without them."""
         self.judge, self.target = judge, target
         if judge is not None and target not in judge.classes:
             raise UserError(f"--judge: it knows {', '.join(judge.classes)}, not this dataset's culture {target!r}")
         self.val = _arrays(sorted(A_paths)[:n_val], n_val)
-        self.judge_val = _arrays(sorted(judge_photos), len(judge_photos), JUDGE_EVAL_SIZE) \
+        self.judge_val = _arrays(sorted(judge_photos), n_judge, JUDGE_EVAL_SIZE) \
             if judge is not None and judge_photos else []
         real_A = _arrays(sorted(A_paths)[n_val:], n_fit) or self.val
         real_B = _arrays(sorted(B_paths), n_fit)
