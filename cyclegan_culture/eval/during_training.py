@@ -64,16 +64,15 @@ class TrainingEvaluator:
         ssims, psnrs, features, translations = [], [], [], []
         try:
             for photo in self.val:
-                x = pil_to_tensor(Image.fromarray((photo * 255).round().astype(np.uint8))).unsqueeze(0).to(device)
-                fake = translate(G_A, x)
-                f_arr = ((fake[0].permute(1, 2, 0).cpu().numpy() + 1) / 2).clip(0, 1)
+                fake = translate(G_A, _tensor(photo, device))
+                f_arr = _array(fake)
                 ssims.append(metrics.REGISTRY["ssim_grey"](photo, f_arr))
                 if G_B is not None:
-                    rec = translate(G_B, fake)
-                    r_arr = ((rec[0].permute(1, 2, 0).cpu().numpy() + 1) / 2).clip(0, 1)
-                    psnrs.append(min(metrics.REGISTRY["psnr"](photo, r_arr), 100.0))
+                    psnrs.append(min(metrics.REGISTRY["psnr"](photo, _array(translate(G_B, fake))), 100.0))
                 features.append(list(fp.fingerprint(f_arr).values()))
-                translations.append(Image.fromarray((f_arr * 255).round().astype(np.uint8)))
+                translations.append(_image(f_arr))
+            if self.judge_val:  # the judge rates the held-out photos' translations instead
+                translations = [_image(_array(translate(G_A, _tensor(photo, device)))) for photo in self.judge_val]
         finally:
             for net, mode in zip(nets, was_training):
                 net.train(mode)
@@ -82,24 +81,22 @@ class TrainingEvaluator:
         if psnrs:
             results["cycle_psnr"] = float(np.mean(psnrs))
         if self.judge is not None:
-            if self.judge_val:
-                translations = self._translations(G_A, self.judge_val, device)
             probabilities = self.judge.probabilities(translations)
             target = self.judge.classes.index(self.target)
             results["judge_score"] = float((probabilities.argmax(1) == target).mean())
             results["judge_probability"] = float(probabilities[:, target].mean())
         return results
 
-    @staticmethod
-    def _translations(G_A: torch.nn.Module, photos: list[np.ndarray], device: torch.device) -> list[Image.Image]:
-        was_training = G_A.training
-        G_A.eval()
-        try:
-            out = []
-            for photo in photos:
-                x = pil_to_tensor(Image.fromarray((photo * 255).round().astype(np.uint8))).unsqueeze(0).to(device)
-                fake = ((translate(G_A, x)[0].permute(1, 2, 0).float().cpu().numpy() + 1) / 2).clip(0, 1)
-                out.append(Image.fromarray((fake * 255).round().astype(np.uint8)))
-            return out
-        finally:
-            G_A.train(was_training)
+
+def _tensor(photo: np.ndarray, device: torch.device) -> torch.Tensor:
+    """An RGB array in [0, 1] as the (1, 3, H, W) batch in [-1, 1] a generator takes."""
+    return pil_to_tensor(_image(photo)).unsqueeze(0).to(device)
+
+
+def _array(image: torch.Tensor) -> np.ndarray:
+    """A generator's (1, 3, H, W) output in [-1, 1] as an RGB array in [0, 1]."""
+    return ((image[0].permute(1, 2, 0).float().cpu().numpy() + 1) / 2).clip(0, 1)
+
+
+def _image(arr: np.ndarray) -> Image.Image:
+    return Image.fromarray((arr * 255).round().astype(np.uint8))
