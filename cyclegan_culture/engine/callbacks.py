@@ -206,18 +206,6 @@ class CheckpointCallback(Callback):
                 checkpoint.save_networks(trainer.model.nets, trainer.run_dir, trainer.epoch)
 
 
-def held_out_photos(train_paths: list[Path]) -> list[Path]:
-    """The photos of the test folder beside the training photos (trainA -> testA): neither the model nor a judge
-    trained on the dataset has seen them ([] when there is none)."""
-    if not train_paths:
-        return []
-    folder = Path(train_paths[0]).parent
-    if not folder.name.startswith("train"):
-        return []
-    test = folder.with_name("test" + folder.name[len("train"):])
-    return list_images(test)[0] if test.is_dir() else []
-
-
 class EvaluationCallback(Callback):
     """Every --eval_freq epochs: content SSIM, style score and cycle PSNR on fixed photos; the best weights kept as
     best_net_*.pth; with --early_stop_patience, stop when the metric stalls. Its record of the best lives in the
@@ -231,9 +219,12 @@ class EvaluationCallback(Callback):
         if self.evaluator is None:
             judge = load_judge(self.judge) if self.judge else None
             culture = load_culture(trainer.opt.dataroot)
+            # the dataset's test photos: neither the model nor a judge trained on the dataset has seen them
+            test_photos = Path(trainer.opt.dataroot) / "testA"
             self.evaluator = TrainingEvaluator(trainer.dataset.A_paths, trainer.dataset.B_paths, judge=judge,
                                                target=culture.domain_B or culture.name,
-                                               judge_photos=held_out_photos(trainer.dataset.A_paths))
+                                               judge_photos=list_images(test_photos)[0] if test_photos.is_dir()
+                                               else None)
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
         if trainer.epoch % self.eval_freq:
