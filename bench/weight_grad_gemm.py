@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
-from typing import Callable
 
 import torch
+from winograd_f2_training import median_ms  # this folder is on the path when a bench script runs
 
 
 def weight_grad_by_taps(padded: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
@@ -38,17 +36,6 @@ def weight_grad_by_taps(padded: torch.Tensor, grad_out: torch.Tensor) -> torch.T
     grad = grad.view(out_channels, length)
     taps = [grad @ flat[:, ky * width + kx: ky * width + kx + length].t() for ky in range(3) for kx in range(3)]
     return torch.stack(taps, -1).view(out_channels, channels, 3, 3)
-
-
-def median_ms(fn: Callable[[], object], iters: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def onednn_weight_grad(padded: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
